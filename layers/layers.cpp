@@ -1,0 +1,107 @@
+#include "layers/layers.h"
+
+#include <cmath>
+
+namespace bonsai {
+
+ops::Padding window_padding(PaddingStyle style, int64_t h, int64_t w, int kernel, int stride, int dilation) {
+  switch (style) {
+    case PaddingStyle::tf_same:
+      return ops::tf_same_padding(h, w, kernel, kernel, stride, stride, dilation, dilation);
+    case PaddingStyle::symmetric: {
+      int p = dilation * (kernel - 1) / 2;
+      return {p, p, p, p};
+    }
+    case PaddingStyle::valid: return {};
+  }
+  return {};
+}
+
+Conv2d::Conv2d(const Conv2dOptions& o) : opt_(o) {
+  BONSAI_CHECK(o.in > 0 && o.out > 0 && o.groups > 0 && o.in % o.groups == 0 && o.out % o.groups == 0,
+               "Conv2d: in=" + std::to_string(o.in) + " out=" + std::to_string(o.out) +
+                   " groups=" + std::to_string(o.groups) + " are inconsistent");
+  std::mt19937 rng(o.seed);
+  const int64_t fan_in = o.kernel * o.kernel * (o.in / o.groups);
+  // He normal, as Keras 'he_normal' draws it (truncated normal approximated
+  // by a plain normal of the same standard deviation).
+  kernel = add_parameter("kernel",
+                         Tensor::randn({o.kernel, o.kernel, o.in / o.groups, o.out}, rng,
+                                       std::sqrt(2.0f / static_cast<float>(fan_in))),
+                         o.groups == o.in && o.groups > 1 ? ParamRole::depthwise_kernel
+                                                          : ParamRole::conv_kernel);
+  if (o.bias) bias = add_parameter("bias", Tensor::zeros({o.out}), ParamRole::bias);
+}
+
+ops::Padding Conv2d::padding_for(int64_t h, int64_t w) const {
+  return window_padding(opt_.padding, h, w, opt_.kernel, opt_.stride, opt_.dilation);
+}
+
+Tensor Conv2d::forward(const Tensor& x) {
+  BONSAI_CHECK(x.rank() == 4 && x.dim(3) == opt_.in,
+               "Conv2d expects [N, H, W, " + std::to_string(opt_.in) + "], got " + x.shape_str());
+  return ops::conv2d(x, kernel, bias,
+                     {.stride_h = opt_.stride, .stride_w = opt_.stride, .dilation_h = opt_.dilation,
+                      .dilation_w = opt_.dilation, .pad = padding_for(x.dim(1), x.dim(2)),
+                      .groups = opt_.groups});
+}
+
+BatchNorm2d::BatchNorm2d(const BatchNormOptions& o) : opt_(o) {
+  BONSAI_CHECK(o.channels > 0, "BatchNorm2d: channels must be positive");
+  gamma = add_parameter("gamma", Tensor::full({o.channels}, 1.f), ParamRole::bn_gamma);
+  beta = add_parameter("beta", Tensor::zeros({o.channels}), ParamRole::bn_beta);
+  moving_mean = add_buffer("moving_mean", Tensor::zeros({o.channels}));
+  moving_variance = add_buffer("moving_variance", Tensor::full({o.channels}, 1.f));
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  return ops::batch_norm(x, gamma, beta, moving_mean, moving_variance,
+                         {.training = is_training(), .momentum = opt_.momentum, .epsilon = opt_.epsilon});
+}
+
+Dense::Dense(const DenseOptions& o) {
+  BONSAI_CHECK(o.in > 0 && o.out > 0, "Dense: in and out must be positive");
+  std::mt19937 rng(o.seed);
+  float limit = std::sqrt(6.0f / static_cast<float>(o.in + o.out));  // Glorot uniform
+  kernel = add_parameter("kernel", Tensor::uniform({o.in, o.out}, rng, -limit, limit),
+                         ParamRole::dense_kernel);
+  if (o.bias) bias = add_parameter("bias", Tensor::zeros({o.out}), ParamRole::bias);
+}
+
+Tensor Dense::forward(const Tensor& x) { return ops::dense(x, kernel, bias); }
+
+Tensor Activation::forward(const Tensor& x) {
+  switch (kind_) {
+    case ActivationKind::relu: return ops::relu(x);
+    case ActivationKind::relu6: return ops::relu6(x);
+    case ActivationKind::hard_swish: return ops::hard_swish(x);
+    case ActivationKind::hard_sigmoid: return ops::hard_sigmoid(x);
+    case ActivationKind::sigmoid: return ops::sigmoid(x);
+  }
+  return x;
+}
+
+std::string Activation::type_name() const {
+  switch (kind_) {
+    case ActivationKind::relu: return "ReLU";
+    case ActivationKind::relu6: return "ReLU6";
+    case ActivationKind::hard_swish: return "HardSwish";
+    case ActivationKind::hard_sigmoid: return "HardSigmoid";
+    case ActivationKind::sigmoid: return "Sigmoid";
+  }
+  return "Activation";
+}
+
+Tensor MaxPool2d::forward(const Tensor& x) {
+  ops::Padding pad = window_padding(opt_.padding, x.dim(1), x.dim(2), opt_.kernel, opt_.stride, 1);
+  return ops::max_pool2d(x, {.kernel_h = opt_.kernel, .kernel_w = opt_.kernel, .stride_h = opt_.stride,
+                             .stride_w = opt_.stride, .pad = pad});
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor y = x;
+  for (const auto& [name, child] : children()) y = child->forward(y);
+  return y;
+}
+
+}  // namespace bonsai

@@ -1,0 +1,148 @@
+// The built-in layers. Each is a Module with an options struct:
+//
+//   auto conv = std::make_shared<Conv2d>(Conv2dOptions{.in = 32, .out = 64, .kernel = 3, .stride = 2});
+//   auto bn = std::make_shared<BatchNorm2d>(BatchNormOptions{.channels = 64});
+//   Tensor y = ops::relu((*bn)((*conv)(x)));      // x [N, H, W, 32] -> y [N, H/2, W/2, 64]
+//
+// Parameter names follow the Keras/Model Garden vocabulary where it exists
+// (kernel/bias, gamma/beta, moving_mean/moving_variance).
+#pragma once
+
+#include <random>
+
+#include "core/ops.h"
+#include "layers/module.h"
+
+namespace bonsai {
+
+// How a conv or pooling layer pads: TF 'SAME' (asymmetric, extra pixel
+// bottom/right — the Model Garden's), symmetric (PyTorch's k/2 each side,
+// times dilation), or none ('VALID').
+enum class PaddingStyle { tf_same, symmetric, valid };
+
+struct Conv2dOptions {
+  int64_t in = 0, out = 0;
+  int kernel = 3;
+  int stride = 1;
+  int dilation = 1;
+  int groups = 1;
+  bool bias = false;
+  PaddingStyle padding = PaddingStyle::tf_same;
+  uint32_t seed = 0;  // He-normal initialisation seed
+};
+
+class Conv2d : public Module {
+ public:
+  explicit Conv2d(const Conv2dOptions& o);
+  Tensor forward(const Tensor& x) override;  // [N, H, W, in] -> [N, OH, OW, out]
+  std::string type_name() const override { return "Conv2d"; }
+  ops::Padding padding_for(int64_t h, int64_t w) const;
+  const Conv2dOptions& options() const { return opt_; }
+  Tensor kernel;  // [K, K, in/groups, out]
+  Tensor bias;    // [out] or undefined
+
+ private:
+  Conv2dOptions opt_;
+};
+
+struct BatchNormOptions {
+  int64_t channels = 0;
+  float momentum = 0.99f;  // Keras semantics
+  float epsilon = 1e-3f;
+};
+
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(const BatchNormOptions& o);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "BatchNorm2d"; }
+  Tensor gamma, beta, moving_mean, moving_variance;  // [C]
+
+ private:
+  BatchNormOptions opt_;
+};
+
+struct DenseOptions {
+  int64_t in = 0, out = 0;
+  bool bias = true;
+  uint32_t seed = 0;  // Glorot-uniform initialisation seed
+};
+
+class Dense : public Module {
+ public:
+  explicit Dense(const DenseOptions& o);
+  Tensor forward(const Tensor& x) override;  // [N, in] -> [N, out]
+  std::string type_name() const override { return "Dense"; }
+  Tensor kernel;  // [in, out]
+  Tensor bias;    // [out] or undefined
+};
+
+enum class ActivationKind { relu, relu6, hard_swish, hard_sigmoid, sigmoid };
+
+class Activation : public Module {
+ public:
+  explicit Activation(ActivationKind kind) : kind_(kind) {}
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override;
+  ActivationKind kind() const { return kind_; }
+
+ private:
+  ActivationKind kind_;
+};
+
+struct PoolOptions {
+  int kernel = 2;
+  int stride = 2;
+  PaddingStyle padding = PaddingStyle::valid;
+};
+
+class MaxPool2d : public Module {
+ public:
+  explicit MaxPool2d(const PoolOptions& o) : opt_(o) {}
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "MaxPool2d"; }
+
+ private:
+  PoolOptions opt_;
+};
+
+class GlobalAvgPool : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return ops::global_avg_pool(x); }  // -> [N,1,1,C]
+  std::string type_name() const override { return "GlobalAvgPool"; }
+};
+
+class Flatten : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return ops::flatten(x); }
+  std::string type_name() const override { return "Flatten"; }
+};
+
+class Dropout : public Module {
+ public:
+  explicit Dropout(float rate, uint32_t seed = 0) : rate_(rate), rng_(seed) {}
+  Tensor forward(const Tensor& x) override { return ops::dropout(x, rate_, is_training(), rng_); }
+  std::string type_name() const override { return "Dropout"; }
+
+ private:
+  float rate_;
+  std::mt19937 rng_;
+};
+
+// Children run in order; they are named "0", "1", ... unless named explicitly.
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  template <typename M>
+  std::shared_ptr<M> push(std::shared_ptr<M> m, std::string name = "") {
+    if (name.empty()) name = std::to_string(children().size());
+    return add(name, std::move(m));
+  }
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Sequential"; }
+};
+
+// Padding of a window along both axes for a padding style.
+ops::Padding window_padding(PaddingStyle style, int64_t h, int64_t w, int kernel, int stride, int dilation);
+
+}  // namespace bonsai

@@ -1,0 +1,35 @@
+# Shared by scripts/test, scripts/demo and scripts/bench: install missing
+# Debian packages, then configure and build with meson + ninja.
+
+BONSAI_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# Everything bonsai needs from Debian to build, test and run the demo.
+BONSAI_PACKAGES=(g++ pkg-config cmake meson ninja-build libdnnl-dev libopenblas-dev libstb-dev
+                 nlohmann-json3-dev doctest-dev zlib1g-dev dataset-fashion-mnist)
+
+bonsai_install_deps() {
+  local missing=()
+  for p in "${BONSAI_PACKAGES[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "bonsai needs these Debian packages: ${missing[*]}"
+    echo "Install them as root, then run this again:"
+    echo "  sudo sh -c '$cmd'"
+    exit 1
+  fi
+  echo "installing: ${missing[*]}"
+  sh -c "$cmd" >/tmp/bonsai-apt.log 2>&1 || { tail -20 /tmp/bonsai-apt.log; echo "apt-get failed"; exit 1; }
+}
+
+bonsai_build() {
+  cd "$BONSAI_ROOT"
+  if [ ! -f build/build.ninja ]; then
+    meson setup build --buildtype=release >/tmp/bonsai-meson.log 2>&1 \
+      || { cat /tmp/bonsai-meson.log; echo "meson setup failed"; exit 1; }
+  fi
+  ninja -C build >/tmp/bonsai-ninja.log 2>&1 \
+    || { grep -E -A5 'error|FAILED' /tmp/bonsai-ninja.log | head -60; echo "build failed"; exit 1; }
+}

@@ -1,0 +1,58 @@
+#include <doctest/doctest.h>
+
+#include "core/ops.h"
+#include "layers/layers.h"
+#include "models/small_cnn.h"
+#include "tests/grad_check.h"
+
+using namespace bonsai;
+
+TEST_CASE("module tree: dotted names, roles, buffers, train/eval") {
+  models::SmallCNN m({.in_channels = 1, .classes = 10, .width = 4});
+  auto params = m.named_parameters();
+  REQUIRE(params.size() == 8);  // 2 × (kernel, gamma, beta) + dense kernel, bias
+  CHECK(params[0].name == "features.0.conv.kernel");
+  CHECK(params[0].role == ParamRole::conv_kernel);
+  CHECK(params[1].name == "features.0.bn.gamma");
+  CHECK(params[1].role == ParamRole::bn_gamma);
+  CHECK(params.back().name == "head.bias");
+  auto buffers = m.named_buffers();
+  REQUIRE(buffers.size() == 4);
+  CHECK(buffers[0].first == "features.0.bn.moving_mean");
+  for (const auto& p : params) CHECK(p.tensor.requires_grad());
+  for (const auto& b : buffers) CHECK_FALSE(b.second.requires_grad());
+  m.eval();
+  int visited = 0;
+  m.visit([&](const std::string&, Module& mod) {
+    CHECK_FALSE(mod.is_training());
+    ++visited;
+  });
+  CHECK(visited > 5);
+  // 1*4*9 + 4+4 + 4*8*9 + 8+8 + 7*7*8*10 + 10
+  CHECK(m.num_parameters() == 36 + 8 + 288 + 16 + 3920 + 10);
+}
+
+TEST_CASE("SmallCNN: output shape and gradients through the whole model") {
+  models::SmallCNN m({.in_channels = 1, .classes = 3, .input_size = 8, .width = 2});
+  std::mt19937 rng(1);
+  Tensor x = Tensor::randn({2, 8, 8, 1}, rng).requires_grad_();
+  m.eval();  // fixed statistics: a smooth function of the input for the checker
+  Tensor y = m.forward(x);
+  CHECK(y.shape() == Shape{2, 3});
+  testing::check_gradients("SmallCNN input gradient", [&m](const std::vector<Tensor>& in) { return m.forward(in[0]); },
+                           {x}, {.atol = 2e-3});
+}
+
+TEST_CASE("Conv2d: TF SAME padding and shape errors") {
+  Conv2d c({.in = 3, .out = 5, .kernel = 3, .stride = 2});
+  ops::Padding p = c.padding_for(8, 8);  // TF SAME, stride 2, even input: pad only bottom/right
+  CHECK(p.top == 0);
+  CHECK(p.left == 0);
+  CHECK(p.bottom == 1);
+  CHECK(p.right == 1);
+  Tensor y = c.forward(Tensor::zeros({1, 8, 8, 3}));
+  CHECK(y.shape() == Shape{1, 4, 4, 5});
+  CHECK_THROWS_AS(c.forward(Tensor::zeros({1, 8, 8, 4})), Error);
+  Conv2d dw({.in = 4, .out = 4, .kernel = 3, .groups = 4});
+  CHECK(dw.named_parameters()[0].role == ParamRole::depthwise_kernel);
+}
