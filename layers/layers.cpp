@@ -40,10 +40,12 @@ ops::Padding Conv2d::padding_for(int64_t h, int64_t w) const {
 Tensor Conv2d::forward(const Tensor& x) {
   BONSAI_CHECK(x.rank() == 4 && x.dim(3) == opt_.in,
                "Conv2d expects [N, H, W, " + std::to_string(opt_.in) + "], got " + x.shape_str());
-  return ops::conv2d(x, kernel, bias,
+  Tensor y = ops::conv2d(x, kernel, bias,
                      {.stride_h = opt_.stride, .stride_w = opt_.stride, .dilation_h = opt_.dilation,
                       .dilation_w = opt_.dilation, .pad = padding_for(x.dim(1), x.dim(2)),
                       .groups = opt_.groups});
+  macs_ = y.dim(1) * y.dim(2) * kernel.numel();  // per sample: OH*OW*K*K*(in/g)*out
+  return y;
 }
 
 BatchNorm2d::BatchNorm2d(const BatchNormOptions& o) : opt_(o) {
@@ -96,6 +98,18 @@ Tensor MaxPool2d::forward(const Tensor& x) {
   ops::Padding pad = window_padding(opt_.padding, x.dim(1), x.dim(2), opt_.kernel, opt_.stride, 1);
   return ops::max_pool2d(x, {.kernel_h = opt_.kernel, .kernel_w = opt_.kernel, .stride_h = opt_.stride,
                              .stride_w = opt_.stride, .pad = pad});
+}
+
+Tensor AvgPool2d::forward(const Tensor& x) {
+  ops::Padding pad = window_padding(opt_.padding, x.dim(1), x.dim(2), opt_.kernel, opt_.stride, 1);
+  return ops::avg_pool2d(x, {.kernel_h = opt_.kernel, .kernel_w = opt_.kernel, .stride_h = opt_.stride,
+                             .stride_w = opt_.stride, .pad = pad, .exclude_padding = true});
+}
+
+Tensor Resize::forward(const Tensor& x) {
+  BONSAI_CHECK(x.rank() == 4, "Resize expects [N, H, W, C], got " + x.shape_str());
+  if (opt_.height > 0) return ops::resize_bilinear(x, opt_.height, opt_.width);
+  return ops::resize_bilinear(x, x.dim(1) * opt_.scale, x.dim(2) * opt_.scale);
 }
 
 Tensor Sequential::forward(const Tensor& x) {

@@ -38,11 +38,13 @@ class Conv2d : public Module {
   std::string type_name() const override { return "Conv2d"; }
   ops::Padding padding_for(int64_t h, int64_t w) const;
   const Conv2dOptions& options() const { return opt_; }
+  int64_t own_macs() const override { return macs_; }
   Tensor kernel;  // [K, K, in/groups, out]
   Tensor bias;    // [out] or undefined
 
  private:
   Conv2dOptions opt_;
+  int64_t macs_ = 0;
 };
 
 struct BatchNormOptions {
@@ -73,6 +75,7 @@ class Dense : public Module {
   explicit Dense(const DenseOptions& o);
   Tensor forward(const Tensor& x) override;  // [N, in] -> [N, out]
   std::string type_name() const override { return "Dense"; }
+  int64_t own_macs() const override { return kernel.numel(); }
   Tensor kernel;  // [in, out]
   Tensor bias;    // [out] or undefined
 };
@@ -104,6 +107,40 @@ class MaxPool2d : public Module {
 
  private:
   PoolOptions opt_;
+};
+
+// Average pooling; TF semantics (padding excluded from the count).
+class AvgPool2d : public Module {
+ public:
+  explicit AvgPool2d(const PoolOptions& o) : opt_(o) {}
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "AvgPool2d"; }
+
+ private:
+  PoolOptions opt_;
+};
+
+// Bilinear resize (half-pixel centres) to a fixed size, or by an integer
+// factor when the size is 0.
+struct ResizeOptions {
+  int64_t height = 0, width = 0;
+  int scale = 1;
+};
+
+class Resize : public Module {
+ public:
+  explicit Resize(const ResizeOptions& o) : opt_(o) {}
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Resize"; }
+
+ private:
+  ResizeOptions opt_;
+};
+
+class Identity : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return x; }
+  std::string type_name() const override { return "Identity"; }
 };
 
 class GlobalAvgPool : public Module {

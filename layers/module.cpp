@@ -62,6 +62,41 @@ void Module::visit(const std::function<void(const std::string&, Module&)>& fn, c
   for (auto& [name, child] : children_) child->visit(fn, join(prefix, name));
 }
 
+std::shared_ptr<Module> Module::child(const std::string& path) const {
+  auto dot = path.find('.');
+  std::string head = path.substr(0, dot);
+  for (const auto& [name, c] : children_) {
+    if (name != head) continue;
+    return dot == std::string::npos ? c : c->child(path.substr(dot + 1));
+  }
+  std::string known;
+  for (const auto& [name, c] : children_) known += (known.empty() ? "" : ", ") + name;
+  BONSAI_CHECK(false, "no child '" + head + "' (in path '" + path + "'); children are: " + known);
+  return nullptr;
+}
+
+void Module::replace_child(const std::string& path, std::shared_ptr<Module> replacement) {
+  BONSAI_CHECK(replacement != nullptr, "replace_child('" + path + "') with a null module");
+  auto dot = path.rfind('.');
+  if (dot != std::string::npos) {
+    child(path.substr(0, dot))->replace_child(path.substr(dot + 1), std::move(replacement));
+    return;
+  }
+  for (auto& [name, c] : children_) {
+    if (name != path) continue;
+    replacement->train(c->is_training());
+    c = std::move(replacement);
+    return;
+  }
+  child(path);  // throws, listing the children
+}
+
+int64_t Module::macs() const {
+  int64_t n = own_macs();
+  for (const auto& [name, c] : children_) n += c->macs();
+  return n;
+}
+
 void Module::zero_grad() {
   for (Param& p : params_) p.tensor.zero_grad();
   for (auto& [name, child] : children_) child->zero_grad();

@@ -57,6 +57,18 @@ class Module {
   // Visit this module and every descendant with its full name.
   void visit(const std::function<void(const std::string&, Module&)>& fn, const std::string& prefix = "");
 
+  // The descendant at a dotted path ("backbone.block3"); throws naming the
+  // path if there is none.
+  std::shared_ptr<Module> child(const std::string& path) const;
+  // Swap the descendant at `path` for `replacement` (transforms: QAT, pruning,
+  // BN folding). The new module takes the old one's train/eval mode.
+  void replace_child(const std::string& path, std::shared_ptr<Module> replacement);
+
+  // Multiply-accumulates per sample of this module's own compute (conv and
+  // dense kernels) in its last forward pass, and of the whole subtree.
+  virtual int64_t own_macs() const { return 0; }
+  int64_t macs() const;
+
   void zero_grad();
 
  protected:

@@ -2,6 +2,7 @@
 // broken or hostile file (each must throw bonsai::Error naming the file, and
 // never allocate what the header merely claims); the Fashion-MNIST loader on
 // synthetic files and on the real dataset from dataset-fashion-mnist.
+#include <sys/resource.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -211,6 +212,35 @@ TEST_CASE("idx: round trip of u8, s8, s32 and f32, raw and gzip") {
   }
 }
 
+TEST_CASE("idx: files larger than the reader's 1 MiB chunks round-trip, raw and gzip") {
+  // Random bytes barely compress, so the .gz is also several chunks long and
+  // both the input refill and the output growth cross chunk boundaries.
+  TempDir dir;
+  std::mt19937 rng(3);
+  Bytes px(3 * 1000 * 1001);
+  for (auto& v : px) v = static_cast<uint8_t>(rng());
+  std::vector<uint32_t> words(700001);
+  for (auto& w : words) w = static_cast<uint32_t>(rng());
+  for (bool gz : {false, true}) {
+    CAPTURE(gz);
+    std::string pu = dir.file(gz ? "big_u8.gz" : "big_u8");
+    std::string ps = dir.file(gz ? "big_s32.gz" : "big_s32");
+    Bytes bu = idx_bytes(0x08, {3, 1000, 1001}, px);
+    Bytes bs = idx_bytes(0x0C, {700001}, be32_payload(words));
+    gz ? write_gz(pu, bu) : write_raw(pu, bu);
+    gz ? write_gz(ps, bs) : write_raw(ps, bs);
+    if (gz) CHECK(fs::file_size(pu) > 2'000'000);
+    Tensor u = data::read_idx(pu);
+    CHECK(u.shape() == Shape{3, 1000, 1001});
+    CHECK(std::memcmp(u.data<uint8_t>(), px.data(), px.size()) == 0);
+    Tensor t = data::read_idx(ps);
+    CHECK(t.shape() == Shape{700001});
+    bool same = true;
+    for (size_t i = 0; i < words.size(); ++i) same &= static_cast<uint32_t>(t.data<int32_t>()[i]) == words[i];
+    CHECK(same);
+  }
+}
+
 TEST_CASE("idx: gzip is detected by content, not by the file name") {
   TempDir dir;
   Bytes b = idx_bytes(0x08, {3}, {7, 8, 9});
@@ -318,6 +348,59 @@ TEST_CASE("idx: huge claimed sizes are rejected before allocating") {
   std::string gz = dir.file("1e10.gz");
   write_gz(gz, idx_bytes(0x08, {100000, 100000}, Bytes(100)));
   check_idx_error(gz, "expected 10000000000 bytes of data, decompressed file has 100");
+}
+
+TEST_CASE("idx: a header claiming up to the 2 GiB limit costs only what the file holds") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // Sanitizers reserve terabytes of address space; RLIMIT_AS cannot work.
+  return;
+#endif
+  // Claims just under the limit are the dangerous ones: above it the reader
+  // refuses outright. Cap the address space at what the process uses now plus
+  // 256 MiB; trusting any of these headers would need ~2 GB.
+  TempDir dir;
+  std::string raw = dir.file("claims_2e9");
+  std::string gz = dir.file("claims_2e9.gz");
+  std::string s32 = dir.file("claims_2e9_s32");
+  write_raw(raw, idx_bytes(0x08, {2'000'000'000}, Bytes(100)));
+  write_gz(gz, idx_bytes(0x08, {2'000'000'000}, Bytes(100)));
+  write_raw(s32, idx_bytes(0x0C, {500'000'000}, Bytes(3'000'000)));  // 3 MB of 2 GB
+
+  std::ifstream statm("/proc/self/statm");
+  size_t vm_pages = 0;
+  statm >> vm_pages;
+  REQUIRE(vm_pages > 0);
+  struct rlimit old {};
+  REQUIRE(::getrlimit(RLIMIT_AS, &old) == 0);
+  struct rlimit cap = old;
+  cap.rlim_cur = vm_pages * static_cast<size_t>(::sysconf(_SC_PAGESIZE)) + (size_t{256} << 20);
+  if (old.rlim_cur != RLIM_INFINITY && old.rlim_cur < cap.rlim_cur) cap.rlim_cur = old.rlim_cur;
+
+  // Nothing but the reader runs while the cap is on: doctest's own
+  // bookkeeping allocates, so the checks wait until it is lifted.
+  std::vector<std::string> messages;
+  messages.reserve(3);
+  bool bad_alloc = false;
+  REQUIRE(::setrlimit(RLIMIT_AS, &cap) == 0);
+  for (const std::string* p : {&raw, &gz, &s32}) {
+    try {
+      messages.push_back(idx_error(*p));
+    } catch (const std::bad_alloc&) {
+      bad_alloc = true;
+      messages.push_back("std::bad_alloc");
+    }
+  }
+  ::setrlimit(RLIMIT_AS, &old);
+
+  CHECK_FALSE(bad_alloc);
+  REQUIRE(messages.size() == 3);
+  INFO("messages: ", messages[0], " | ", messages[1], " | ", messages[2]);
+  CHECK(contains(messages[0], raw));
+  CHECK(contains(messages[0], "expected 2000000000 bytes of data, file has 100"));
+  CHECK(contains(messages[1], gz));
+  CHECK(contains(messages[1], "expected 2000000000 bytes of data, decompressed file has 100"));
+  CHECK(contains(messages[2], s32));
+  CHECK(contains(messages[2], "expected 2000000000 bytes of data, file has 3000000"));
 }
 
 TEST_CASE("idx: corrupt gzip streams throw errors naming the file") {
