@@ -6,6 +6,8 @@ BONSAI_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Everything bonsai needs from Debian to build, test and run the demo.
 BONSAI_PACKAGES=(g++ pkg-config cmake meson ninja-build libdnnl-dev libopenblas-dev libstb-dev
                  nlohmann-json3-dev doctest-dev zlib1g-dev dataset-fashion-mnist)
+# The PyTorch peer, used by tests that compare whole models with torchvision.
+BONSAI_TEST_PACKAGES=(python3-torch python3-torchvision python3-numpy)
 
 bonsai_install_deps() {
   local missing=()
