@@ -19,6 +19,9 @@ Args::Args(int argc, char** argv, int first, std::map<std::string, std::string> 
     if (eq != std::string::npos) {
       value = key.substr(eq + 1);
       key = key.substr(0, eq);
+    } else if (values_.count(key) && (values_[key] == "false" || values_[key] == "true") &&
+               (i + 1 >= argc || std::string(argv[i + 1]).rfind("--", 0) == 0)) {
+      value = "true";  // a boolean flag given alone: --json
     } else {
       BONSAI_CHECK(i + 1 < argc, "flag --" + key + " needs a value");
       value = argv[++i];
@@ -29,6 +32,12 @@ Args::Args(int argc, char** argv, int first, std::map<std::string, std::string> 
 }
 
 std::string Args::get(const std::string& key) const { return values_.at(key); }
+
+bool Args::get_bool(const std::string& key) const {
+  const std::string& v = get(key);
+  BONSAI_CHECK(v == "true" || v == "false", "--" + key + " expects true or false, got '" + v + "'");
+  return v == "true";
+}
 
 int Args::get_int(const std::string& key) const {
   try {

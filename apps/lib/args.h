@@ -18,6 +18,8 @@ class Args {
   std::string get(const std::string& key) const;
   int get_int(const std::string& key) const;
   float get_float(const std::string& key) const;
+  // Flags whose default is "true"/"false" may be given alone (--json).
+  bool get_bool(const std::string& key) const;
 
  private:
   std::map<std::string, std::string> values_;

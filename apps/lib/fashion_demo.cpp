@@ -11,7 +11,7 @@
 #include "core/runtime.h"
 #include "data/idx.h"
 #include "models/small_cnn.h"
-#include "optim/sgd.h"
+#include "optim/optimizer.h"
 
 namespace bonsai::apps {
 
@@ -71,8 +71,8 @@ FashionDemoResult run_fashion_demo(const FashionDemoOptions& o) {
 
   models::SmallCNN model({.in_channels = 1, .classes = 10, .seed = o.seed});
   std::printf("model SmallCNN, %lld parameters\n", static_cast<long long>(model.num_parameters()));
-  optim::Sgd opt(model.named_parameters(),
-                 {.momentum = 0.9f, .nesterov = true, .weight_decay = o.weight_decay});
+  optim::Sgd opt(model.named_parameters(), {.momentum = 0.9f, .nesterov = true},
+                 {.weight_decay = o.weight_decay});
 
   const int64_t steps_per_epoch = n_train / o.batch;
   const int64_t total = steps_per_epoch * o.epochs, warmup = std::min<int64_t>(200, total / 10);
