@@ -3,25 +3,44 @@
 #include <cstring>
 #include <string>
 
+#include "apps/experiment/runner.h"
 #include "apps/lib/args.h"
 #include "apps/lib/bench_op.h"
+#include "apps/lib/data_bench.h"
+#include "apps/lib/data_prepare.h"
 #include "apps/lib/fashion_demo.h"
+#include "apps/lib/model_commands.h"
 #include "core/check.h"
+#include "core/runtime.h"
+#include "models/registry.h"
 
 namespace {
 
 const char* kUsage = R"(bonsai — train, quantize and prune convolutional vision models
 
 usage:
+  bonsai train --config C.json --model_dir D [--params_override a.b=v,...]
+  bonsai train_and_eval --config C.json --model_dir D [--params_override ...]
+  bonsai eval --config C.json --model_dir D [--checkpoint K] [--params_override ...]
+      Run an experiment (configs/*.json; keys mirror the Model Garden's).
+      Training resumes from the newest checkpoint in D.
+  bonsai info --model NAME [--num-classes K] [--res R] [--options JSON] [--json]
+      Parameters, BN buffers and MACs of a zoo model, whole, per top-level child
+      and per layer. Models: resnet18/34/50/101/152, mobilenet_v2,
+      mobilenet_v3_large, mobilenet_v3_small, mobilenet_multi_avg,
+      deeplabv3_mobilenet_v2, deeplabv3plus_mobilenet_v2.
+  bonsai import torchvision --model M --in W.safetensors --out C.safetensors
+      Convert a torchvision state_dict into a bonsai checkpoint.
+  bonsai predict --checkpoint C --input X.safetensors --output Y.safetensors
+      Run a checkpoint on tensor "input" (NCHW f32) and write "logits".
   bonsai demo [--epochs 3] [--batch 64] [--lr 0.05] [--threads 0] [--seed 0]
               [--data /usr/share/datasets/fashion-mnist] [--train_limit 0]
-      Train SmallCNN on Fashion-MNIST and print test accuracy.
+      Train the small CNN on Fashion-MNIST IDX files and print test accuracy.
   bonsai bench op conv [--n 8 --h 56 --w 56 --c 64 --k 64 --kernel 3 --stride 1 --groups 1]
                        [--threads 0 --iters 20 --warmup 3]
   bonsai bench op batchnorm [--n 8 --h 56 --w 56 --c 64] [--threads 0 --iters 20]
   bonsai bench op sgemm [--m 2048] [--threads 0 --iters 10]
       Print one JSON line: median forward/backward ms and GFLOP/s.
-  bonsai help
 )";
 
 using bonsai::apps::Args;
@@ -46,8 +65,9 @@ int cmd_demo(int argc, char** argv) {
 }
 
 int cmd_bench(int argc, char** argv) {
+  if (argc >= 3 && std::strcmp(argv[2], "data") == 0) return bonsai::apps::bench_data_command(argc, argv);
   BONSAI_CHECK(argc >= 4 && std::strcmp(argv[2], "op") == 0,
-               "usage: bonsai bench op conv|batchnorm|sgemm [flags]");
+               "usage: bonsai bench op conv|batchnorm|sgemm [flags] | bonsai bench data [flags]");
   bonsai::apps::OpBenchSpec s;
   s.op = argv[3];
   Args a(argc, argv, 4,
@@ -62,15 +82,89 @@ int cmd_bench(int argc, char** argv) {
   return 0;
 }
 
+int cmd_info(int argc, char** argv) {
+  Args a(argc, argv, 2,
+         {{"model", ""}, {"num-classes", "0"}, {"res", "0"}, {"options", "{}"}, {"json", "false"},
+          {"threads", "0"}});
+  BONSAI_CHECK(!a.get("model").empty(), "bonsai info needs --model NAME");
+  bonsai::set_num_threads(a.get_int("threads"));
+  nlohmann::json options;
+  try {
+    options = nlohmann::json::parse(a.get("options"));
+  } catch (const nlohmann::json::exception& e) {
+    BONSAI_CHECK(false, std::string("--options is not valid JSON: ") + e.what());
+  }
+  if (a.get_int("num-classes") > 0) options["num_classes"] = a.get_int("num-classes");
+  int64_t res = a.get_int("res") > 0 ? a.get_int("res") : bonsai::models::reference_resolution(a.get("model"));
+  auto info = bonsai::apps::model_info(a.get("model"), options, res);
+  if (a.get_bool("json")) {
+    info["children"] = info["children_summary"];
+    info.erase("children_summary");
+    std::printf("%s\n", info.dump().c_str());
+  } else {
+    std::fputs(bonsai::apps::model_info_text(info).c_str(), stdout);
+  }
+  return 0;
+}
+
+int cmd_import(int argc, char** argv) {
+  BONSAI_CHECK(argc >= 3 && std::strcmp(argv[2], "torchvision") == 0,
+               "usage: bonsai import torchvision --model M --in W.safetensors --out C.safetensors");
+  Args a(argc, argv, 3, {{"model", ""}, {"in", ""}, {"out", ""}});
+  BONSAI_CHECK(!a.get("model").empty() && !a.get("in").empty() && !a.get("out").empty(),
+               "bonsai import torchvision needs --model, --in and --out");
+  std::printf("%s\n", bonsai::apps::import_torchvision_checkpoint(a.get("model"), a.get("in"), a.get("out")).c_str());
+  return 0;
+}
+
+int cmd_predict(int argc, char** argv) {
+  Args a(argc, argv, 2, {{"checkpoint", ""}, {"input", ""}, {"output", ""}, {"threads", "0"}});
+  BONSAI_CHECK(!a.get("checkpoint").empty() && !a.get("input").empty() && !a.get("output").empty(),
+               "bonsai predict needs --checkpoint, --input and --output");
+  bonsai::set_num_threads(a.get_int("threads"));
+  std::printf("%s\n", bonsai::apps::predict_tensors(a.get("checkpoint"), a.get("input"), a.get("output")).c_str());
+  return 0;
+}
+
+int cmd_run(const std::string& mode, int argc, char** argv) {
+  Args a(argc, argv, 2,
+         {{"config", ""}, {"model_dir", ""}, {"params_override", ""}, {"checkpoint", ""}, {"stop_at_step", "0"}});
+  BONSAI_CHECK(!a.get("config").empty() && !a.get("model_dir").empty(),
+               "bonsai " + mode + " needs --config C.json and --model_dir D");
+  auto r = bonsai::apps::run_experiment({.config = a.get("config"),
+                                         .model_dir = a.get("model_dir"),
+                                         .mode = mode,
+                                         .params_override = a.get("params_override"),
+                                         .checkpoint = a.get("checkpoint"),
+                                         .stop_at_step = a.get_int("stop_at_step")});
+  std::printf("done at step %lld; logs and checkpoints in %s\n", static_cast<long long>(r.step),
+              a.get("model_dir").c_str());
+  for (const auto& [k, v] : r.metrics) std::printf("  %s: %.4f\n", k.c_str(), v);
+  for (size_t i = 0; i < r.per_class_iou.size(); ++i)
+    if (r.per_class_iou[i] >= 0) std::printf("  iou class %zu: %.4f\n", i, r.per_class_iou[i]);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string cmd = argc > 1 ? argv[1] : "help";
   try {
+    if (cmd == "train" || cmd == "eval" || cmd == "train_and_eval") return cmd_run(cmd, argc, argv);
     if (cmd == "demo") return cmd_demo(argc, argv);
     if (cmd == "bench") return cmd_bench(argc, argv);
+    if (cmd == "info") return cmd_info(argc, argv);
+    if (cmd == "import") return cmd_import(argc, argv);
+    if (cmd == "predict") return cmd_predict(argc, argv);
+    if (cmd == "data") {
+      BONSAI_CHECK(argc >= 3 && std::strcmp(argv[2], "prepare") == 0,
+                   std::string("usage:\n") + bonsai::apps::kDataPrepareUsage);
+      return bonsai::apps::data_prepare_command(argc, argv);
+    }
     if (cmd == "help" || cmd == "--help" || cmd == "-h") {
       std::fputs(kUsage, stdout);
+      std::fputs(bonsai::apps::kDataPrepareUsage, stdout);
+      std::fputs(bonsai::apps::kBenchDataUsage, stdout);
       return 0;
     }
     std::fprintf(stderr, "bonsai: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);

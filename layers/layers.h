@@ -160,6 +160,10 @@ class Dropout : public Module {
   explicit Dropout(float rate, uint32_t seed = 0) : rate_(rate), rng_(seed) {}
   Tensor forward(const Tensor& x) override { return ops::dropout(x, rate_, is_training(), rng_); }
   std::string type_name() const override { return "Dropout"; }
+  // Training reseeds every dropout each step from (seed, step, name), so a
+  // resumed run draws the same masks as an uninterrupted one.
+  void reseed(uint64_t seed) { rng_.seed(static_cast<std::mt19937::result_type>(seed)); }
+  float rate() const { return rate_; }
 
  private:
   float rate_;

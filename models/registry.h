@@ -24,4 +24,15 @@ std::vector<std::string> names();
 // Input resolution each model is usually run at (224, or 512 for DeepLab).
 int64_t reference_resolution(const std::string& name);
 
+// A model rebuilt from a checkpoint written by save_model_checkpoint: the
+// metadata names the registry model and its options; weights load strictly.
+struct LoadedModel {
+  std::string name;
+  nlohmann::json options;
+  std::shared_ptr<Module> module;
+};
+LoadedModel load_checkpoint(const std::string& path);
+void save_model_checkpoint(const std::string& path, const Module& m, const std::string& name,
+                           const nlohmann::json& options);
+
 }  // namespace bonsai::models

@@ -1,0 +1,409 @@
+#include "apps/experiment/runner.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+#include "apps/experiment/checkpoints.h"
+#include "apps/experiment/config.h"
+#include "apps/experiment/metrics.h"
+#include "apps/lib/progress.h"
+#include "core/autograd.h"
+#include "core/io/safetensors.h"
+#include "core/io/tensorboard.h"
+#include "core/ops.h"
+#include "core/runtime.h"
+#include "data/augment.h"
+#include "data/imagenet.h"
+#include "data/loader.h"
+#include "data/voc.h"
+#include "layers/layers.h"
+#include "layers/state.h"
+#include "models/registry.h"
+#include "optim/ema.h"
+#include "optim/optimizer.h"
+#include "optim/schedule.h"
+
+namespace bonsai::apps {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+bool is_segmentation(const ExperimentConfig& c) { return c.train_data.layout == "voc"; }
+
+std::unique_ptr<data::Dataset> make_dataset(const DataConfig& d, const std::string& what) {
+  BONSAI_CHECK(!d.input_path.empty(), what + ".input_path is not set");
+  BONSAI_CHECK(fs::is_directory(d.input_path),
+               what + ".input_path '" + d.input_path + "' is not a directory");
+  data::OnError on_error = d.on_error == "skip" ? data::OnError::skip : data::OnError::fail;
+  if (d.layout == "voc")
+    return std::make_unique<data::VocDataset>(
+        data::VocOptions{.root = d.input_path, .split = d.split, .on_error = on_error});
+  return std::make_unique<data::ImageNetDataset>(
+      data::ImageNetOptions{.root = d.input_path, .split = d.split, .on_error = on_error});
+}
+
+data::Transform make_transform(const DataConfig& d, const std::vector<int64_t>& input_size, bool segmentation) {
+  const int64_t h = d.output_size.empty() ? input_size[0] : d.output_size[0];
+  if (segmentation) {
+    if (d.aug == "scale_crop_flip")
+      return data::segment_train_transform({.crop = h,
+                                            .scale_min = static_cast<float>(d.aug_scale_min),
+                                            .scale_max = static_cast<float>(d.aug_scale_max),
+                                            .flip = d.aug_rand_hflip});
+    return data::segment_eval_transform({.pad = h});
+  }
+  if (d.aug == "inception") return data::classify_train_transform({.size = h, .flip = d.aug_rand_hflip});
+  if (d.aug == "shift_flip") return data::pad_shift_transform({.pad_to = h, .shift = 2, .flip = d.aug_rand_hflip});
+  if (d.aug == "pad") return data::pad_shift_transform({.pad_to = h, .shift = 0, .flip = false});
+  if (d.aug == "none") return data::classify_eval_transform({.size = h, .crop_fraction = 1.0f});
+  return data::classify_eval_transform({.size = h});
+}
+
+std::unique_ptr<optim::Optimizer> make_optimizer(const ExperimentConfig& c, std::vector<NamedParam> params) {
+  const OptimizerConfig& o = c.optimizer;
+  optim::OptimizerOptions common{.weight_decay = static_cast<float>(c.losses.l2_weight_decay),
+                                 .decay_depthwise = c.losses.regularize_depthwise,
+                                 .clip_global_norm = static_cast<float>(o.clip_global_norm)};
+  auto num = [&](const char* k, double d) { return static_cast<float>(o.params.value(k, d)); };
+  if (o.type == "sgd")
+    return std::make_unique<optim::Sgd>(
+        std::move(params), optim::SgdOptions{.momentum = num("momentum", 0.0), .nesterov = o.params.value("nesterov", false)},
+        common);
+  if (o.type == "rmsprop")
+    return std::make_unique<optim::RmsProp>(
+        std::move(params),
+        optim::RmsPropOptions{.rho = num("rho", 0.9), .momentum = num("momentum", 0.0), .epsilon = num("epsilon", 1e-7)},
+        common);
+  optim::AdamOptions a{.beta1 = num("beta_1", 0.9), .beta2 = num("beta_2", 0.999), .epsilon = num("epsilon", 1e-7)};
+  if (o.type == "adamw")
+    return std::make_unique<optim::AdamW>(std::move(params), a, num("weight_decay_rate", 0.0), common);
+  return std::make_unique<optim::Adam>(std::move(params), a, common);
+}
+
+optim::Schedule make_lr(const OptimizerConfig& o) {
+  optim::ScheduleOptions s;
+  s.type = optim::schedule_type_from_name(o.lr_type);
+  const json& p = o.lr_params;
+  s.initial_learning_rate = p.value(o.lr_type == "constant" ? "learning_rate" : "initial_learning_rate", 0.1);
+  if (p.contains("boundaries")) s.boundaries = p["boundaries"].get<std::vector<double>>();
+  if (p.contains("values")) s.values = p["values"].get<std::vector<double>>();
+  s.decay_steps = p.value("decay_steps", 1.0);
+  s.decay_rate = p.value("decay_rate", 0.96);
+  s.staircase = p.value("staircase", false);
+  s.alpha = p.value("alpha", 0.0);
+  s.end_learning_rate = p.value("end_learning_rate", 0.0001);
+  s.power = p.value("power", 1.0);
+  s.offset = p.value("offset", 0.0);
+  if (o.warmup_type == "linear") {
+    s.warmup_steps = o.warmup_params.value("warmup_steps", 0.0);
+    s.warmup_learning_rate = o.warmup_params.value("warmup_learning_rate", 0.0);
+  }
+  return optim::make_schedule(s);
+}
+
+// Checkpoint tensors: "model/<name>" for weights and buffers, the
+// optimiser's slots under "optimizer/", EMA shadows under "ema/".
+StateDict training_state(const Module& m, const optim::Optimizer& opt, const optim::Ema* ema) {
+  StateDict s;
+  for (auto& [k, t] : state_dict(m)) s["model/" + k] = t;
+  for (auto& [k, t] : opt.state()) s["optimizer/" + k] = t;
+  if (ema)
+    for (auto& [k, t] : ema->state()) s[k] = t;
+  return s;
+}
+
+StateDict with_prefix(const StateDict& s, const std::string& prefix, bool strip) {
+  StateDict out;
+  for (const auto& [k, t] : s)
+    if (k.rfind(prefix, 0) == 0) out[strip ? k.substr(prefix.size()) : k] = t;
+  return out;
+}
+
+// Model weights from a checkpoint that is either a training checkpoint
+// (names under "model/") or a plain model checkpoint.
+StateDict model_weights(const StateDict& file) {
+  StateDict m = with_prefix(file, "model/", true);
+  return m.empty() ? file : m;
+}
+
+uint32_t mix(uint64_t a, uint64_t b) {
+  uint64_t x = a * 0x9E3779B97F4A7C15ull ^ (b + 0x632BE59BD9B4E019ull + (a << 6) + (a >> 2));
+  x ^= x >> 31;
+  x *= 0xBF58476D1CE4E5B9ull;
+  x ^= x >> 27;
+  return static_cast<uint32_t>(x ^ (x >> 32));
+}
+
+void reseed_dropouts(Module& m, uint32_t seed, int64_t step) {
+  m.visit([&](const std::string& name, Module& mod) {
+    if (auto* d = dynamic_cast<Dropout*>(&mod)) d->reseed(mix(mix(seed, static_cast<uint64_t>(step)), std::hash<std::string>{}(name)));
+  });
+}
+
+Tensor loss_for(const Tensor& logits, const Tensor& labels, const ExperimentConfig& c) {
+  ops::CrossEntropyParams p{.label_smoothing = static_cast<float>(c.losses.label_smoothing),
+                            .ignore_label = c.losses.ignore_label};
+  if (logits.rank() == 4 && labels.rank() == 3 &&
+      (logits.dim(1) != labels.dim(1) || logits.dim(2) != labels.dim(2)))
+    return ops::softmax_cross_entropy(ops::resize_bilinear(logits, labels.dim(1), labels.dim(2)), labels, p);
+  return ops::softmax_cross_entropy(logits, labels, p);
+}
+
+struct EvalResult {
+  std::map<std::string, double> metrics;
+  std::vector<double> per_class_iou;
+};
+
+EvalResult evaluate(Module& model, data::Loader& loader, const ExperimentConfig& c, int64_t num_classes,
+                    bool segmentation) {
+  NoGrad no_grad;
+  model.eval();
+  TopK topk;
+  ConfusionMatrix cm(num_classes, c.losses.ignore_label);
+  double loss_sum = 0;
+  int64_t batches = 0;
+  loader.start_epoch(0);
+  while (auto b = loader.next()) {
+    if (c.validation_steps > 0 && batches >= c.validation_steps) break;
+    Tensor logits = model.forward(b->images);
+    loss_sum += loss_for(logits, b->labels, c).item();
+    ++batches;
+    if (segmentation) {
+      if (logits.dim(1) != b->labels.dim(1) || logits.dim(2) != b->labels.dim(2))
+        logits = ops::resize_bilinear(logits, b->labels.dim(1), b->labels.dim(2));
+      cm.update_from_logits(logits, b->labels);
+    } else {
+      topk.update(logits, b->labels);
+    }
+  }
+  model.train();
+  EvalResult r;
+  r.metrics["validation_loss"] = batches ? loss_sum / batches : 0.0;
+  if (segmentation) {
+    r.metrics["mean_iou"] = cm.mean_iou();
+    r.metrics["pixel_accuracy"] = cm.pixel_accuracy();
+    r.per_class_iou = cm.per_class_iou();
+  } else {
+    r.metrics["accuracy"] = topk.top1();
+    r.metrics["top_5_accuracy"] = topk.top5();
+  }
+  return r;
+}
+
+void write_json_atomic(const std::string& path, const json& j) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << j.dump(1) << "\n";
+    BONSAI_CHECK(out.good(), "cannot write '" + tmp + "'");
+  }
+  fs::rename(tmp, path);
+}
+
+std::string metrics_line(const EvalResult& e) {
+  std::string s;
+  char buf[96];
+  for (const auto& [k, v] : e.metrics) {
+    std::snprintf(buf, sizeof buf, "%s%s %.4f", s.empty() ? "" : ", ", k.c_str(), v);
+    s += buf;
+  }
+  return s;
+}
+
+}  // namespace
+
+RunResult run_experiment(const RunOptions& o) {
+  BONSAI_CHECK(o.mode == "train" || o.mode == "eval" || o.mode == "train_and_eval",
+               "unknown mode '" + o.mode + "' (train, eval, train_and_eval)");
+  BONSAI_CHECK(!o.model_dir.empty(), "--model_dir is required");
+  ExperimentConfig c = load_experiment_config(o.config, o.params_override);
+  set_num_threads(c.threads);
+  const bool training = o.mode != "eval";
+  const bool segmentation = is_segmentation(c);
+
+  // Everything that can be wrong with the config fails here, before a step.
+  auto model = models::build(c.model_name, c.model_options);
+  std::unique_ptr<data::Dataset> train_ds, val_ds;
+  if (training) train_ds = make_dataset(c.train_data, "task.train_data");
+  const bool validate = o.mode != "train" || !c.validation_data.input_path.empty();
+  if (validate) val_ds = make_dataset(c.validation_data, "task.validation_data");
+  fs::create_directories(o.model_dir);
+  write_json_atomic(o.model_dir + "/params.json", to_json(c));
+
+  auto params = model->named_parameters();
+  auto opt = make_optimizer(c, params);
+  optim::Schedule lr = make_lr(c.optimizer);
+  std::unique_ptr<optim::Ema> ema;
+  if (c.optimizer.ema_average_decay > 0)
+    ema = std::make_unique<optim::Ema>(params, optim::EmaOptions{.average_decay = c.optimizer.ema_average_decay});
+  CheckpointManager ckpts(o.model_dir, c.max_to_keep);
+
+  RunResult result;
+  int64_t step = 0;
+  std::string resume = o.mode == "eval" && !o.checkpoint.empty() ? o.checkpoint : ckpts.latest().value_or("");
+  if (!resume.empty()) {
+    io::SafetensorsFile f = io::read_safetensors(resume);
+    load_state(*model, model_weights(f.tensors));
+    StateDict opt_state = with_prefix(f.tensors, "optimizer/", true);
+    if (!opt_state.empty()) opt->load_state(opt_state);
+    if (ema) {
+      StateDict e = with_prefix(f.tensors, "ema/", false);
+      if (!e.empty()) ema->load_state(e);
+    }
+    step = f.metadata.count("step") ? std::stoll(f.metadata.at("step")) : 0;
+    if (!o.quiet) std::printf("resumed from %s at step %lld\n", resume.c_str(), static_cast<long long>(step));
+  } else if (training && !c.init_checkpoint.empty()) {
+    StateDict w = model_weights(io::load_safetensors(c.init_checkpoint));
+    LoadOptions lo{.strict = true};
+    if (c.init_checkpoint_modules == "backbone") lo.include = {"backbone.*"};
+    LoadReport rep = load_state(*model, w, lo);
+    if (!o.quiet)
+      std::printf("initialised %zu tensors from %s (%s); %zu left at their initial values\n", rep.loaded.size(),
+                  c.init_checkpoint.c_str(), c.init_checkpoint_modules.c_str(), rep.skipped.size());
+  } else if (!training) {
+    BONSAI_CHECK(false, "bonsai eval: no checkpoint in '" + o.model_dir + "' and none given with --checkpoint");
+  }
+
+  int64_t num_classes = val_ds ? val_ds->num_classes() : train_ds->num_classes();
+  std::unique_ptr<data::Loader> val_loader;
+  if (val_ds)
+    val_loader = std::make_unique<data::Loader>(data::LoaderOptions{
+        .dataset = val_ds.get(),
+        .batch_size = c.validation_data.global_batch_size,
+        .shuffle = false,
+        .seed = c.seed,
+        .threads = c.validation_data.threads,
+        .prefetch = c.validation_data.prefetch,
+        .drop_remainder = false,
+        .on_error = c.validation_data.on_error == "skip" ? data::OnError::skip : data::OnError::fail,
+        .transform = make_transform(c.validation_data, c.input_size, segmentation)});
+
+  auto run_eval = [&](io::EventWriter* tb) {
+    EvalResult e;
+    if (ema) {
+      auto swap = ema->swap_in();
+      e = evaluate(*model, *val_loader, c, num_classes, segmentation);
+    } else {
+      e = evaluate(*model, *val_loader, c, num_classes, segmentation);
+    }
+    if (tb) {
+      for (const auto& [k, v] : e.metrics) tb->scalar(k, step, static_cast<float>(v));
+      for (size_t i = 0; i < e.per_class_iou.size(); ++i)
+        if (e.per_class_iou[i] >= 0) tb->scalar("iou/class_" + std::to_string(i), step, static_cast<float>(e.per_class_iou[i]));
+      tb->flush();
+    }
+    if (!o.quiet) std::printf("step %lld validation: %s\n", static_cast<long long>(step), metrics_line(e).c_str());
+    result.metrics = e.metrics;
+    result.per_class_iou = e.per_class_iou;
+    json summary{{"step", step}, {"metrics", e.metrics}};
+    if (!e.per_class_iou.empty()) summary["per_class_iou"] = e.per_class_iou;
+    write_json_atomic(o.model_dir + "/summary.json", summary);
+    return e;
+  };
+
+  if (!training) {
+    io::EventWriter tb(o.model_dir + "/validation");
+    run_eval(&tb);
+    result.step = step;
+    return result;
+  }
+
+  data::Loader loader(data::LoaderOptions{
+      .dataset = train_ds.get(),
+      .batch_size = c.train_data.global_batch_size,
+      .shuffle = c.train_data.shuffle,
+      .seed = c.seed,
+      .threads = c.train_data.threads,
+      .prefetch = c.train_data.prefetch,
+      .drop_remainder = c.train_data.drop_remainder,
+      .on_error = c.train_data.on_error == "skip" ? data::OnError::skip : data::OnError::fail,
+      .transform = make_transform(c.train_data, c.input_size, segmentation)});
+  const int64_t per_epoch = loader.batches_per_epoch();
+  BONSAI_CHECK(per_epoch > 0, "task.train_data: " + train_ds->describe() + " has fewer examples than one batch of " +
+                                  std::to_string(c.train_data.global_batch_size));
+  io::EventWriter tb_train(o.model_dir + "/train");
+  std::unique_ptr<io::EventWriter> tb_val;
+  if (val_loader) tb_val = std::make_unique<io::EventWriter>(o.model_dir + "/validation");
+
+  const int64_t end = o.stop_at_step > 0 ? std::min(o.stop_at_step, c.train_steps) : c.train_steps;
+  if (!o.quiet)
+    std::printf("training %s (%lld parameters) on %s: steps %lld..%lld, %lld batches per epoch\n",
+                c.model_name.c_str(), static_cast<long long>(model->num_parameters()), train_ds->describe().c_str(),
+                static_cast<long long>(step), static_cast<long long>(c.train_steps), static_cast<long long>(per_epoch));
+  Progress bar("train", c.train_steps, c.steps_per_loop);
+  int64_t epoch = step / per_epoch;
+  loader.start_epoch(epoch, step % per_epoch);
+  model->train();
+  double loop_loss = 0;
+  int64_t loop_n = 0, loop_images = 0;
+  auto loop_start = std::chrono::steady_clock::now();
+  auto save = [&] {
+    std::map<std::string, std::string> meta{{"step", std::to_string(step)},
+                                            {"model", c.model_name},
+                                            {"options", c.model_options.dump()}};
+    result.last_checkpoint = ckpts.save(step, training_state(*model, *opt, ema.get()), meta);
+    return result.last_checkpoint;
+  };
+  while (step < end) {
+    std::optional<data::Batch> batch = loader.next();
+    if (!batch) {
+      for (const auto& s : loader.skipped())
+        std::fprintf(stderr, "skipped %s: %s\n", s.path.c_str(), s.message.c_str());
+      loader.start_epoch(++epoch);
+      continue;
+    }
+    reseed_dropouts(*model, c.seed, step);
+    const float rate = static_cast<float>(lr(step));
+    Tensor loss = loss_for(model->forward(batch->images), batch->labels, c);
+    const float lv = loss.item();
+    if (!std::isfinite(lv)) {
+      bar.finish();
+      auto last = ckpts.latest();
+      BONSAI_CHECK(false, "loss is " + std::to_string(lv) + " at step " + std::to_string(step) +
+                              "; stopping. The last good checkpoint is " + (last ? *last : std::string("(none)")));
+    }
+    model->zero_grad();
+    loss.backward();
+    opt->step(rate);
+    ++step;
+    if (ema) ema->update(step);
+    loop_loss += lv;
+    ++loop_n;
+    loop_images += batch->size();
+    result.final_loss = lv;
+    if (!o.quiet) bar.update(step, lv, batch->size());
+    if (step % c.steps_per_loop == 0 || step == end) {
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - loop_start).count();
+      tb_train.scalar("loss", step, static_cast<float>(loop_loss / loop_n));
+      tb_train.scalar("learning_rate", step, rate);
+      tb_train.scalar("images_per_second", step, static_cast<float>(loop_images / std::max(secs, 1e-9)));
+      tb_train.flush();
+      loop_loss = 0;
+      loop_n = loop_images = 0;
+      loop_start = std::chrono::steady_clock::now();
+    }
+    bool ckpt_due = step % c.checkpoint_interval == 0 || step == end;
+    if (ckpt_due) save();
+    if (val_loader && o.mode == "train_and_eval" && (step % c.validation_interval == 0 || step == c.train_steps)) {
+      if (!o.quiet) bar.finish();
+      EvalResult e = run_eval(tb_val.get());
+      if (!c.best_checkpoint_eval_metric.empty() && e.metrics.count(c.best_checkpoint_eval_metric)) {
+        std::string src = ckpt_due ? result.last_checkpoint : save();
+        ckpts.update_best(src, step, c.best_checkpoint_eval_metric, e.metrics.at(c.best_checkpoint_eval_metric),
+                          c.best_checkpoint_metric_comp == "higher");
+      }
+    }
+  }
+  if (!o.quiet) bar.finish();
+  result.train_seconds = bar.elapsed_s();
+  result.step = step;
+  return result;
+}
+
+}  // namespace bonsai::apps

@@ -1,0 +1,105 @@
+#include "models/registry.h"
+
+#include <functional>
+#include <map>
+
+#include "core/io/safetensors.h"
+#include "layers/state.h"
+#include "models/deeplab.h"
+#include "models/mobilenet.h"
+#include "models/resnet.h"
+#include "models/torchvision_import.h"
+
+namespace bonsai::models {
+
+namespace {
+
+using Builder = std::function<std::shared_ptr<Module>(const nlohmann::json&)>;
+
+const std::map<std::string, Builder>& table() {
+  static const std::map<std::string, Builder> t = {
+      {"resnet18", [](const nlohmann::json& o) { return build_resnet(18, o); }},
+      {"resnet34", [](const nlohmann::json& o) { return build_resnet(34, o); }},
+      {"resnet50", [](const nlohmann::json& o) { return build_resnet(50, o); }},
+      {"resnet101", [](const nlohmann::json& o) { return build_resnet(101, o); }},
+      {"resnet152", [](const nlohmann::json& o) { return build_resnet(152, o); }},
+      {"mobilenet_v2", [](const nlohmann::json& o) { return build_mobilenet("mobilenet_v2", o); }},
+      {"mobilenet_v3_large", [](const nlohmann::json& o) { return build_mobilenet("mobilenet_v3_large", o); }},
+      {"mobilenet_v3_small", [](const nlohmann::json& o) { return build_mobilenet("mobilenet_v3_small", o); }},
+      {"mobilenet_multi_avg", [](const nlohmann::json& o) { return build_mobilenet("mobilenet_multi_avg", o); }},
+      {"deeplabv3_mobilenet_v2", [](const nlohmann::json& o) { return build_deeplab(false, o); }},
+      {"deeplabv3plus_mobilenet_v2", [](const nlohmann::json& o) { return build_deeplab(true, o); }},
+  };
+  return t;
+}
+
+std::string known_names() {
+  std::string s;
+  for (const auto& [name, b] : table()) s += (s.empty() ? "" : ", ") + name;
+  return s;
+}
+
+}  // namespace
+
+std::shared_ptr<Module> build(const std::string& name, const nlohmann::json& options) {
+  auto it = table().find(name);
+  BONSAI_CHECK(it != table().end(), "unknown model '" + name + "'; known: " + known_names());
+  return it->second(options);
+}
+
+std::vector<std::string> names() {
+  std::vector<std::string> v;
+  for (const auto& [name, b] : table()) v.push_back(name);
+  return v;
+}
+
+int64_t reference_resolution(const std::string& name) {
+  return name.rfind("deeplab", 0) == 0 ? 512 : 224;
+}
+
+ImportedModel import_torchvision(const std::string& name, const std::map<std::string, Tensor>& torch_state) {
+  if (name.rfind("resnet", 0) == 0) {
+    int depth = 0;
+    try {
+      depth = std::stoi(name.substr(6));
+    } catch (const std::exception&) {
+    }
+    BONSAI_CHECK(depth == 18 || depth == 34 || depth == 50 || depth == 101 || depth == 152,
+                 "cannot import torchvision model '" + name + "'");
+    return import_torchvision_resnet(depth, torch_state);
+  }
+  BONSAI_CHECK(name == "mobilenet_v2" || name == "mobilenet_v3_large" || name == "mobilenet_v3_small",
+               "cannot import torchvision model '" + name +
+                   "'; importable: resnet18/34/50/101/152, mobilenet_v2, mobilenet_v3_large, "
+                   "mobilenet_v3_small");
+  return import_torchvision_mobilenet(name, torch_state);
+}
+
+LoadedModel load_checkpoint(const std::string& path) {
+  io::SafetensorsFile f = io::read_safetensors(path);
+  auto model_it = f.metadata.find("model");
+  BONSAI_CHECK(model_it != f.metadata.end(),
+               "checkpoint '" + path + "' has no 'model' in its metadata; was it written by bonsai?");
+  LoadedModel m;
+  m.name = model_it->second;
+  auto opt_it = f.metadata.find("options");
+  try {
+    m.options = opt_it == f.metadata.end() ? nlohmann::json::object() : nlohmann::json::parse(opt_it->second);
+  } catch (const nlohmann::json::exception& e) {
+    BONSAI_CHECK(false, "checkpoint '" + path + "': metadata 'options' is not valid JSON: " + e.what());
+  }
+  m.module = build(m.name, m.options);
+  try {
+    load_state(*m.module, f.tensors);
+  } catch (const Error& e) {
+    BONSAI_CHECK(false, "checkpoint '" + path + "': " + e.what());
+  }
+  return m;
+}
+
+void save_model_checkpoint(const std::string& path, const Module& m, const std::string& name,
+                           const nlohmann::json& options) {
+  save_checkpoint(path, m, {{"model", name}, {"options", options.dump()}});
+}
+
+}  // namespace bonsai::models
