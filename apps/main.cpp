@@ -11,6 +11,7 @@
 #include "apps/lib/fashion_demo.h"
 #include "apps/lib/model_commands.h"
 #include "core/check.h"
+#include "core/io/tensorboard.h"
 #include "core/runtime.h"
 #include "models/registry.h"
 
@@ -33,6 +34,8 @@ usage:
       Convert a torchvision state_dict into a bonsai checkpoint.
   bonsai predict --checkpoint C --input X.safetensors --output Y.safetensors
       Run a checkpoint on tensor "input" (NCHW f32) and write "logits".
+  bonsai tensorboard dump EVENTFILE...
+      Print the scalars of TensorBoard event files as JSON lines.
   bonsai demo [--epochs 3] [--batch 64] [--lr 0.05] [--threads 0] [--seed 0]
               [--data /usr/share/datasets/fashion-mnist] [--train_limit 0]
       Train the small CNN on Fashion-MNIST IDX files and print test accuracy.
@@ -126,6 +129,18 @@ int cmd_predict(int argc, char** argv) {
   return 0;
 }
 
+// Prints every scalar of the given event files, one JSON line each, so other
+// tools (and the interop test) can compare.
+int cmd_tensorboard(int argc, char** argv) {
+  BONSAI_CHECK(argc >= 4 && std::strcmp(argv[2], "dump") == 0, "usage: bonsai tensorboard dump EVENTFILE...");
+  for (int i = 3; i < argc; ++i)
+    for (const auto& e : bonsai::io::read_scalar_events(argv[i]))
+      std::printf("%s\n", nlohmann::json({{"file", argv[i]}, {"tag", e.tag}, {"step", e.step}, {"value", e.value}})
+                               .dump()
+                               .c_str());
+  return 0;
+}
+
 int cmd_run(const std::string& mode, int argc, char** argv) {
   Args a(argc, argv, 2,
          {{"config", ""}, {"model_dir", ""}, {"params_override", ""}, {"checkpoint", ""}, {"stop_at_step", "0"}});
@@ -156,6 +171,7 @@ int main(int argc, char** argv) {
     if (cmd == "info") return cmd_info(argc, argv);
     if (cmd == "import") return cmd_import(argc, argv);
     if (cmd == "predict") return cmd_predict(argc, argv);
+    if (cmd == "tensorboard") return cmd_tensorboard(argc, argv);
     if (cmd == "data") {
       BONSAI_CHECK(argc >= 3 && std::strcmp(argv[2], "prepare") == 0,
                    std::string("usage:\n") + bonsai::apps::kDataPrepareUsage);

@@ -217,7 +217,7 @@ PreparedImageNet prepare_fashion_mnist_imagenet(const FashionMnist& fm,
     std::string csv = "ImageId,PredictionString\n";
     for (size_t k = 0; k < val.size(); ++k) {
       int64_t i = val[k];
-      char id[32];
+      char id[48];
       std::snprintf(id, sizeof id, "ILSVRC2012_val_%08zu", k + 1);
       std::string rel = std::string("val/") + id + ".JPEG";
       Tensor rgb = gray_to_rgb(fm.test_images.data<uint8_t>() + i * kSide * kSide, kSide, kSide);
@@ -328,7 +328,7 @@ PreparedVoc prepare_fashion_mnist_voc(const FashionMnist& fm, const PrepareVocOp
       const Tensor& labels = train ? fm.train_labels : fm.test_labels;
       const char* split = train ? "train" : "val";
       for (int64_t i = 0; i < count; ++i) {
-        char id[32];
+        char id[48];
         std::snprintf(id, sizeof id, "%s_%06lld", split, static_cast<long long>(i));
         VocCanvas cv = compose_voc_canvas(images, labels, options.seed, train, i, options.canvas);
         write_jpeg((root / "JPEGImages" / (std::string(id) + ".jpg")).string(), cv.image,

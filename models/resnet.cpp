@@ -124,7 +124,8 @@ ResNet::ResNet(const ResNetOptions& o) : opt_(o) {
   stem->push(std::make_shared<Activation>(o.activation), "act");
   // Max-pool pads with -inf, so padding never wins the max (TF SAME and
   // PyTorch's padding=1 alike).
-  stem->push(std::make_shared<MaxPool2d>(PoolOptions{.kernel = 3, .stride = 2, .padding = c.padding}), "pool");
+  stem->push(std::make_shared<MaxPool2d>(PoolOptions{.kernel = 3, .stride = 2, .padding = c.padding}),
+             "pool");
 
   int64_t channels = 64;
   for (size_t i = 0; i < groups.size(); ++i) {

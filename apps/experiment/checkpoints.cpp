@@ -18,6 +18,12 @@ CheckpointManager::CheckpointManager(std::string dir, int64_t max_to_keep)
   std::error_code ec;
   fs::create_directories(dir_, ec);
   BONSAI_CHECK(!ec, "cannot create model directory '" + dir_ + "': " + ec.message());
+  // Temporary files of a write that a crash interrupted: never complete, so
+  // never loaded; remove them so they do not pile up.
+  for (const auto& e : fs::directory_iterator(dir_)) {
+    std::string f = e.path().filename().string();
+    if (f.rfind("ckpt-", 0) == 0 && f.find(".safetensors.tmp") != std::string::npos) fs::remove(e.path(), ec);
+  }
 }
 
 std::string CheckpointManager::path_for(int64_t step) const {

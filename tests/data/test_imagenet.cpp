@@ -296,7 +296,7 @@ TEST_CASE("imagenet: get() from several threads at once gives what one thread gi
   TempDir dir("imagenet");
   const fs::path root = dir.path;
   for (int k = 0; k < 24; ++k) {
-    const fs::path p = root / "train" / (k % 2 ? "n01443537" : "n01440764") / ("i" + std::to_string(k) + ".jpg");
+    const fs::path p = root / "train" / (k % 2 ? "n01443537" : "n01440764") / (std::to_string(k) + ".jpg");
     put_jpeg(p, k);
     if (k % 5 == 4) {  // every fifth file truncated: errors must stay per thread
       Bytes b = data::read_file_bytes(p.string());

