@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "apps/experiment/runner.h"
 #include "apps/lib/args.h"
@@ -32,6 +33,8 @@ usage:
       deeplabv3_mobilenet_v2, deeplabv3plus_mobilenet_v2.
   bonsai import torchvision --model M --in W.safetensors --out C.safetensors
       Convert a torchvision state_dict into a bonsai checkpoint.
+  bonsai predict --checkpoint C IMAGE...
+      Top-5 classes with probabilities for image files (a checkpoint from bonsai train).
   bonsai predict --checkpoint C --input X.safetensors --output Y.safetensors
       Run a checkpoint on tensor "input" (NCHW f32) and write "logits".
   bonsai tensorboard dump EVENTFILE...
@@ -101,6 +104,9 @@ int cmd_info(int argc, char** argv) {
   int64_t res = a.get_int("res") > 0 ? a.get_int("res") : bonsai::models::reference_resolution(a.get("model"));
   auto info = bonsai::apps::model_info(a.get("model"), options, res);
   if (a.get_bool("json")) {
+    // Top-level: params/buffers/macs; "children": the same per top-level
+    // child; "layers": the whole per-layer tree.
+    info["layers"] = info["children"];
     info["children"] = info["children_summary"];
     info.erase("children_summary");
     std::printf("%s\n", info.dump().c_str());
@@ -121,10 +127,27 @@ int cmd_import(int argc, char** argv) {
 }
 
 int cmd_predict(int argc, char** argv) {
-  Args a(argc, argv, 2, {{"checkpoint", ""}, {"input", ""}, {"output", ""}, {"threads", "0"}});
-  BONSAI_CHECK(!a.get("checkpoint").empty() && !a.get("input").empty() && !a.get("output").empty(),
-               "bonsai predict needs --checkpoint, --input and --output");
+  // Flags are --key value; anything else is an image file.
+  std::vector<char*> flags{argv[0], argv[1]};
+  std::vector<std::string> images;
+  for (int i = 2; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--", 2) == 0) {
+      flags.push_back(argv[i]);
+      if (i + 1 < argc && !std::strchr(argv[i], '=')) flags.push_back(argv[++i]);
+    } else {
+      images.push_back(argv[i]);
+    }
+  }
+  Args a(static_cast<int>(flags.size()), flags.data(), 2,
+         {{"checkpoint", ""}, {"input", ""}, {"output", ""}, {"threads", "0"}});
+  BONSAI_CHECK(!a.get("checkpoint").empty(), "bonsai predict needs --checkpoint");
   bonsai::set_num_threads(a.get_int("threads"));
+  if (!images.empty()) {
+    std::fputs(bonsai::apps::predict_images(a.get("checkpoint"), images).c_str(), stdout);
+    return 0;
+  }
+  BONSAI_CHECK(!a.get("input").empty() && !a.get("output").empty(),
+               "bonsai predict needs image files, or --input X.safetensors and --output Y.safetensors");
   std::printf("%s\n", bonsai::apps::predict_tensors(a.get("checkpoint"), a.get("input"), a.get("output")).c_str());
   return 0;
 }

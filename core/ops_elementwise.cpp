@@ -158,29 +158,32 @@ Tensor unary(const char* name, const Tensor& x, F f, DF df) {
 // Derivatives at the kinks follow PyTorch: relu'(0) = 0, relu6'(6) = 0,
 // hard_sigmoid'(±3) = 0, hard_swish'(-3) = 0 and hard_swish'(3) = 1.5 (the
 // formula's value from the left of the upper kink).
+// The derivatives are written without branches (comparisons as 0/1
+// factors, selects) so the loops vectorise: a data-dependent branch per
+// element mispredicts about half the time on activations.
 Tensor relu(const Tensor& x) {
-  return unary("relu", x, [](float v) { return v > 0.f ? v : 0.f; },
-               [](float v) { return v > 0.f ? 1.f : 0.f; });
+  return unary("relu", x, [](float v) { return std::max(v, 0.f); },
+               [](float v) { return static_cast<float>(v > 0.f); });
 }
 
 Tensor relu6(const Tensor& x) {
   return unary("relu6", x, [](float v) { return std::min(std::max(v, 0.f), 6.f); },
-               [](float v) { return v > 0.f && v < 6.f ? 1.f : 0.f; });
+               [](float v) { return static_cast<float>(v > 0.f) * static_cast<float>(v < 6.f); });
 }
 
 Tensor hard_sigmoid(const Tensor& x) {
   return unary("hard_sigmoid", x,
                [](float v) { return std::min(std::max(v + 3.f, 0.f), 6.f) * (1.f / 6.f); },
-               [](float v) { return v > -3.f && v < 3.f ? 1.f / 6.f : 0.f; });
+               [](float v) { return static_cast<float>(v > -3.f) * static_cast<float>(v < 3.f) * (1.f / 6.f); });
 }
 
 Tensor hard_swish(const Tensor& x) {
   return unary("hard_swish", x,
                [](float v) { return v * std::min(std::max(v + 3.f, 0.f), 6.f) * (1.f / 6.f); },
                [](float v) {
-                 if (v < -3.f) return 0.f;
-                 if (v > 3.f) return 1.f;
-                 return (2.f * v + 3.f) * (1.f / 6.f);
+                 float mid = (2.f * v + 3.f) * (1.f / 6.f);
+                 float hi = v > 3.f ? 1.f : mid;
+                 return v < -3.f ? 0.f : hi;
                });
 }
 

@@ -35,13 +35,15 @@ float* Optimizer::slot(const std::string& param, const std::string& slot_name) {
 void Optimizer::step(float lr) {
   NoGrad no_grad;
   ++iterations_;
-  // Global norm over every gradient present.
+  // Global norm over every gradient present (only needed for clipping).
   double sq = 0.0;
-  for (const NamedParam& p : params_) {
-    Tensor g = p.tensor.grad();
-    if (!g.defined()) continue;
-    const float* pg = g.data<float>();
-    for (int64_t i = 0; i < g.numel(); ++i) sq += static_cast<double>(pg[i]) * pg[i];
+  if (opt_.clip_global_norm > 0.f) {
+    for (const NamedParam& p : params_) {
+      Tensor g = p.tensor.grad();
+      if (!g.defined()) continue;
+      const float* pg = g.data<float>();
+      for (int64_t i = 0; i < g.numel(); ++i) sq += static_cast<double>(pg[i]) * pg[i];
+    }
   }
   last_norm_ = static_cast<float>(std::sqrt(sq));
   const float clip = opt_.clip_global_norm > 0.f && last_norm_ > opt_.clip_global_norm

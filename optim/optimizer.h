@@ -42,7 +42,8 @@ class Optimizer {
   StateDict state() const;
   // Restores what state() saved; names and shapes must match exactly.
   void load_state(const StateDict& s);
-  // Global L2 norm of the gradients before the last step's clipping.
+  // Global L2 norm of the gradients before the last step's clipping (0 when
+  // clipping is off: it is not computed then).
   float last_grad_norm() const { return last_norm_; }
 
  protected:

@@ -344,9 +344,13 @@ RunResult run_experiment(const RunOptions& o) {
   int64_t loop_n = 0, loop_images = 0;
   auto loop_start = std::chrono::steady_clock::now();
   auto save = [&] {
+    // What `bonsai predict` needs to run the checkpoint on image files.
     std::map<std::string, std::string> meta{{"step", std::to_string(step)},
                                             {"model", c.model_name},
-                                            {"options", c.model_options.dump()}};
+                                            {"options", c.model_options.dump()},
+                                            {"input_size", json(c.input_size).dump()},
+                                            {"eval_aug", c.validation_data.aug},
+                                            {"class_names", json(train_ds->class_names()).dump()}};
     result.last_checkpoint = ckpts.save(step, training_state(*model, *opt, ema.get()), meta);
     return result.last_checkpoint;
   };

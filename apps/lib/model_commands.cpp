@@ -1,9 +1,14 @@
 #include "apps/lib/model_commands.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <random>
 
 #include "core/autograd.h"
 #include "core/io/safetensors.h"
+#include "data/augment.h"
+#include "data/image.h"
 #include "layers/state.h"
 #include "models/registry.h"
 #include "models/torchvision_import.h"
@@ -135,6 +140,56 @@ std::string predict_tensors(const std::string& checkpoint, const std::string& in
   if (logits.rank() == 4) logits = nhwc_to_nchw(logits);
   io::save_safetensors(output, {{"logits", logits}}, {{"model", lm.name}, {"checkpoint", checkpoint}});
   return "wrote logits " + logits.shape_str() + " to " + output;
+}
+
+std::string predict_images(const std::string& checkpoint, const std::vector<std::string>& images) {
+  BONSAI_CHECK(!images.empty(), "bonsai predict: no image files given");
+  io::SafetensorsFile f = io::read_safetensors(checkpoint);
+  auto meta = [&](const std::string& k, const std::string& fallback) {
+    auto it = f.metadata.find(k);
+    return it == f.metadata.end() ? fallback : it->second;
+  };
+  models::LoadedModel lm = models::load_checkpoint(checkpoint);
+  std::vector<int64_t> input_size = nlohmann::json::parse(meta("input_size", "[224, 224, 3]")).get<std::vector<int64_t>>();
+  std::vector<std::string> names = nlohmann::json::parse(meta("class_names", "[]")).get<std::vector<std::string>>();
+  const std::string aug = meta("eval_aug", "center_crop");
+  lm.module->eval();
+  std::string out;
+  for (const std::string& path : images) {
+    Tensor img = data::decode_image(path);  // u8 [H, W, 3]; errors name the file
+    Tensor x;
+    if (aug == "pad") {
+      std::mt19937 rng(0);
+      x = data::pad_shift({.image = img, .path = path},
+                          {.pad_to = input_size[0], .shift = 0, .flip = false}, rng).image;
+    } else {
+      x = data::preprocess_for_eval(img, input_size[0]);
+    }
+    Tensor logits;
+    {
+      NoGrad ng;
+      logits = lm.module->forward(x.view({1, x.dim(0), x.dim(1), x.dim(2)}));
+    }
+    BONSAI_CHECK(logits.rank() == 2, "bonsai predict on images needs a classification model; '" + lm.name +
+                                         "' gives logits of shape " + logits.shape_str());
+    const int64_t C = logits.dim(1);
+    const float* z = logits.data<float>();
+    float mx = *std::max_element(z, z + C);
+    std::vector<std::pair<double, int64_t>> p;
+    double sum = 0;
+    for (int64_t c = 0; c < C; ++c) sum += std::exp(static_cast<double>(z[c] - mx));
+    for (int64_t c = 0; c < C; ++c) p.emplace_back(std::exp(static_cast<double>(z[c] - mx)) / sum, c);
+    std::partial_sort(p.begin(), p.begin() + std::min<int64_t>(5, C), p.end(), std::greater<>());
+    out += path + "\n";
+    for (int64_t k = 0; k < std::min<int64_t>(5, C); ++k) {
+      char line[256];
+      std::string name = p[k].second < static_cast<int64_t>(names.size()) ? names[p[k].second] : "";
+      std::snprintf(line, sizeof line, "  %6.2f%%  %lld %s\n", 100.0 * p[k].first, static_cast<long long>(p[k].second),
+                    name.c_str());
+      out += line;
+    }
+  }
+  return out;
 }
 
 }  // namespace bonsai::apps

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -24,5 +25,10 @@ std::string import_torchvision_checkpoint(const std::string& model, const std::s
 // ([N, classes]; segmentation models [N, classes, H, W] at feature stride).
 std::string predict_tensors(const std::string& checkpoint, const std::string& input,
                             const std::string& output);
+
+// Runs a checkpoint written by `bonsai train` on image files (JPEG/PNG) with
+// the evaluation preprocessing recorded in it, and returns, per image, the
+// top-5 classes with probabilities (class names when the checkpoint has them).
+std::string predict_images(const std::string& checkpoint, const std::vector<std::string>& images);
 
 }  // namespace bonsai::apps

@@ -311,12 +311,11 @@ double l2_diff(const Tensor& a, const Tensor& b) {
 }
 
 void torchvision_parity(const std::string& name, int res) {
-  if (getenv("MNV_RES")) res = atoi(getenv("MNV_RES"));  // TEMP
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("bonsai_tv_" + name + "_" + std::to_string(getpid()));
   const std::string cmd = std::string("/usr/bin/python3 ") + BONSAI_SOURCE_ROOT +
                           "/tests/peer/torchvision_reference.py --model " + name + " --out " + dir.string() +
-                          " --res " + std::to_string(res) + " --batch " + std::string(getenv("MNV_BATCH") ? getenv("MNV_BATCH") : "2") + " --classes 10 --grads > " +
+                          " --res " + std::to_string(res) + " --batch 2 --classes 10 --grads > " +
                           (dir.string() + ".log") + " 2>&1";
   const int rc = std::system(cmd.c_str());
   REQUIRE_MESSAGE(rc == 0, "the torchvision peer failed (is /usr/bin/python3 with torch and torchvision "
@@ -360,7 +359,6 @@ void torchvision_parity(const std::string& name, int res) {
   CHECK(std::abs(loss.item() - expected.at("loss").item()) <= 1e-4f * std::abs(expected.at("loss").item()));
   // The importer maps torchvision's gradients onto bonsai names and layouts
   // exactly as it maps the weights: feed it the gradients in their place.
-  if (getenv("MNV_EXP64")) for (auto& [k, v] : io::load_safetensors(getenv("MNV_EXP64"))) expected[k] = v;  // TEMP
   std::map<std::string, Tensor> grads_as_state = weights;
   for (const auto& [k, v] : expected)
     if (k.rfind("grad.", 0) == 0) grads_as_state[k.substr(5)] = v;
@@ -414,9 +412,22 @@ void torchvision_parity(const std::string& name, int res) {
 
 }  // namespace
 
-TEST_CASE("mobilenet: torchvision parity mobilenet_v2") { torchvision_parity("mobilenet_v2", 37); }
-TEST_CASE("mobilenet: torchvision parity mobilenet_v3_large") { torchvision_parity("mobilenet_v3_large", 37); }
-TEST_CASE("mobilenet: torchvision parity mobilenet_v3_small") { torchvision_parity("mobilenet_v3_small", 37); }
+// The resolution is 33 for all three. Train-mode gradients of these nets
+// (batch 2, BatchNorm on batch statistics over as few as 8 values per
+// channel) are ill-conditioned in float32: rounding grows to ~4e-5 relative
+// by the last blocks, and any relu/relu6 input that lies closer than that to
+// its kink can take a different side in two correct float32 programs, moving
+// upstream gradients by ~0.5-1%. A float64 torch run shows this (e.g. MNV2 at
+// res 25, batch 8: torch float32 itself is 1.2% from the float64 gradient).
+// At res 33 all three pass with 1 and with 2 threads, bonsai agreeing with
+// torch to 3e-4 (MNV2, BN eps 1e-5) and 3e-5 (V3, eps 1e-3); at res 37 MNV2
+// has a relu6 input of 5e-6 (float64) in block 17 that flips (0.5% on every
+// parameter upstream of it), and V3-Large flips one with a single thread.
+// If this test fails elsewhere by ~1e-2 on a run of parameters upstream of
+// one layer, suspect such a flip before the model.
+TEST_CASE("mobilenet: torchvision parity mobilenet_v2") { torchvision_parity("mobilenet_v2", 33); }
+TEST_CASE("mobilenet: torchvision parity mobilenet_v3_large") { torchvision_parity("mobilenet_v3_large", 33); }
+TEST_CASE("mobilenet: torchvision parity mobilenet_v3_small") { torchvision_parity("mobilenet_v3_small", 33); }
 
 TEST_CASE("mobilenet: torchvision import names a missing tensor") {
   std::map<std::string, Tensor> partial = {{"classifier.1.weight", Tensor::zeros({10, 1280})},
