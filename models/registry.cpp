@@ -6,6 +6,7 @@
 #include "core/io/safetensors.h"
 #include "layers/state.h"
 #include "models/deeplab.h"
+#include "models/init.h"
 #include "models/mobilenet.h"
 #include "models/resnet.h"
 #include "models/torchvision_import.h"
@@ -44,7 +45,18 @@ std::string known_names() {
 std::shared_ptr<Module> build(const std::string& name, const nlohmann::json& options) {
   auto it = table().find(name);
   BONSAI_CHECK(it != table().end(), "unknown model '" + name + "'; known: " + known_names());
-  return it->second(options);
+  // kernel_initializer applies to every model, so it is handled here rather
+  // than by each family's option reader.
+  nlohmann::json family = options.is_null() ? nlohmann::json::object() : options;
+  std::string init = "he_normal";
+  if (family.is_object() && family.contains("kernel_initializer")) {
+    BONSAI_CHECK(family["kernel_initializer"].is_string(), name + ": option 'kernel_initializer' must be a string");
+    init = family["kernel_initializer"].get<std::string>();
+    family.erase("kernel_initializer");
+  }
+  auto model = it->second(family);
+  reinitialize(*model, init, family.is_object() ? family.value("seed", 0u) : 0u);
+  return model;
 }
 
 std::vector<std::string> names() {
