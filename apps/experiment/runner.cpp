@@ -270,7 +270,13 @@ RunResult run_experiment(const RunOptions& o) {
     BONSAI_CHECK(false, "bonsai eval: no checkpoint in '" + o.model_dir + "' and none given with --checkpoint");
   }
 
-  int64_t num_classes = val_ds ? val_ds->num_classes() : train_ds->num_classes();
+  // The model may have more outputs than the data has classes (the Model
+  // Garden's 1001 ImageNet outputs), never fewer.
+  const int64_t data_classes = val_ds ? val_ds->num_classes() : train_ds->num_classes();
+  const int64_t num_classes = c.model_options.value("num_classes", data_classes);
+  BONSAI_CHECK(num_classes >= data_classes,
+               "task.model.options.num_classes is " + std::to_string(num_classes) + " but the data has " +
+                   std::to_string(data_classes) + " classes");
   std::unique_ptr<data::Loader> val_loader;
   if (val_ds)
     val_loader = std::make_unique<data::Loader>(data::LoaderOptions{
