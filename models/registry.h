@@ -25,7 +25,8 @@ std::vector<std::string> names();
 // Input resolution each model is usually run at (224, or 512 for DeepLab).
 int64_t reference_resolution(const std::string& name);
 
-// A model rebuilt from a checkpoint written by save_model_checkpoint: the
+// A model rebuilt from a checkpoint (save_model_checkpoint, or a training
+// checkpoint of `bonsai train`, whose weights sit under "model/"): the
 // metadata names the registry model and its options; weights load strictly.
 struct LoadedModel {
   std::string name;
