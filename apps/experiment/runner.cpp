@@ -36,7 +36,32 @@ namespace {
 
 bool is_segmentation(const ExperimentConfig& c) { return c.train_data.layout == "voc"; }
 
+// The first `limit` examples of another dataset (DataConfig::limit).
+class Prefix : public data::Dataset {
+ public:
+  Prefix(std::unique_ptr<data::Dataset> inner, int64_t limit) : inner_(std::move(inner)), limit_(limit) {}
+  int64_t size() const override { return std::min(limit_, inner_->size()); }
+  data::Example get(int64_t i) const override { return inner_->get(i); }
+  int64_t num_classes() const override { return inner_->num_classes(); }
+  std::vector<std::string> class_names() const override { return inner_->class_names(); }
+  std::string describe() const override {
+    return inner_->describe() + " (first " + std::to_string(size()) + " used)";
+  }
+
+ private:
+  std::unique_ptr<data::Dataset> inner_;
+  int64_t limit_;
+};
+
+std::unique_ptr<data::Dataset> open_dataset(const DataConfig& d, const std::string& what);
+
 std::unique_ptr<data::Dataset> make_dataset(const DataConfig& d, const std::string& what) {
+  auto ds = open_dataset(d, what);
+  if (d.limit > 0) return std::make_unique<Prefix>(std::move(ds), d.limit);
+  return ds;
+}
+
+std::unique_ptr<data::Dataset> open_dataset(const DataConfig& d, const std::string& what) {
   BONSAI_CHECK(!d.input_path.empty(), what + ".input_path is not set");
   BONSAI_CHECK(fs::is_directory(d.input_path),
                what + ".input_path '" + d.input_path + "' is not a directory");
