@@ -412,7 +412,7 @@ RunResult run_experiment(const RunOptions& o) {
     ++loop_n;
     loop_images += batch->size();
     result.final_loss = lv;
-    if (!o.quiet) bar.update(step, lv, batch->size());
+    if (!o.quiet) bar.update(step, lv, batch->size(), rate);
     if (step % c.steps_per_loop == 0 || step == end) {
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - loop_start).count();
       tb_train.scalar("loss", step, static_cast<float>(loop_loss / loop_n));

@@ -14,15 +14,17 @@ double Progress::elapsed_s() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
 }
 
-void Progress::update(int64_t step, float loss, int64_t images) {
+void Progress::update(int64_t step, float loss, int64_t images, float lr) {
   images_ += images;
   smoothed_loss_ = step <= 1 ? loss : 0.95 * smoothed_loss_ + 0.05 * loss;
   if (!tty_ && step % every_ != 0 && step != total_) return;
   double t = elapsed_s();
   double eta = step > 0 ? t / step * (total_ - step) : 0.0;
-  std::printf("%s%s step %lld/%lld  loss %.4f  %.0f images/s  elapsed %.0fs  ETA %.0fs%s",
+  char rate[32] = "";
+  if (lr >= 0.f) std::snprintf(rate, sizeof rate, "  lr %.3g", lr);
+  std::printf("%s%s step %lld/%lld  loss %.4f%s  %.0f images/s  elapsed %.0fs  ETA %.0fs%s",
               tty_ ? "\r" : "", label_.c_str(), static_cast<long long>(step),
-              static_cast<long long>(total_), smoothed_loss_, images_ / std::max(t, 1e-9), t, eta,
+              static_cast<long long>(total_), smoothed_loss_, rate, images_ / std::max(t, 1e-9), t, eta,
               tty_ ? "   " : "\n");
   std::fflush(stdout);
 }

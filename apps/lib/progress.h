@@ -1,4 +1,5 @@
-// A one-line progress display for long loops: step, loss, images/s, ETA.
+// A one-line progress display for long loops: step, loss, learning rate,
+// images/s, ETA.
 // Redraws in place on a terminal; prints a line every `every` steps otherwise
 // (logs, CI).
 //
@@ -14,7 +15,8 @@ namespace bonsai::apps {
 class Progress {
  public:
   Progress(std::string label, int64_t total, int64_t every = 100);
-  void update(int64_t step, float loss, int64_t images);
+  // lr < 0: not shown.
+  void update(int64_t step, float loss, int64_t images, float lr = -1.f);
   void finish();
   double elapsed_s() const;
 
