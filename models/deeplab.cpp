@@ -174,22 +174,11 @@ std::shared_ptr<Module> build_deeplab(bool plus, const nlohmann::json& options) 
   const int level = output_stride == 8 ? 3 : output_stride == 16 ? 4 : 5;
   const std::string decoder_level = std::to_string(level);
 
+  // DeepLab reads nothing past the last is_output row (include_final_layers).
   auto backbone = make_mobilenet_backbone(
       "mobilenet_v2", MobileNetOptions{.width_multiplier = width, .output_stride = output_stride,
-                                       .output_intermediate_endpoints = plus, .common = common});
-  // DeepLab reads nothing past the last is_output row; MobileNetV2's final
-  // 1x1→1280 conv would only cost parameters and MACs.
-  // TODO(lead): use a MobileNetOptions switch that skips the trailing rows
-  // when mobilenet.h offers one; until then they become Identity.
-  {
-    auto* mnv = dynamic_cast<MobileNet*>(backbone.get());
-    const auto& rows = mnv->resolved();
-    size_t last_output = 0;
-    for (size_t i = 0; i < rows.size(); ++i)
-      if (!rows[i].level.empty()) last_output = i;
-    for (size_t i = last_output + 1; i < rows.size(); ++i)
-      backbone->replace_child("block" + std::to_string(i), std::make_shared<Identity>());
-  }
+                                       .output_intermediate_endpoints = plus, .include_final_layers = false,
+                                       .common = common});
   const auto channels = backbone->endpoint_channels();
   auto channels_at = [&](const std::string& key) {
     auto it = channels.find(key);

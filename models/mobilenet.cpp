@@ -147,6 +147,12 @@ MobileNet::MobileNet(const std::string& variant, const MobileNetOptions& o) : va
   constexpr int kDivisibleBy = 8, kMinDepth = 8;
   if (o.finegrain_classification_mode && o.width_multiplier < 1.0)
     specs.back().filters /= o.width_multiplier;
+  if (!o.include_final_layers) {
+    size_t last_output = 0;
+    for (size_t i = 0; i < specs.size(); ++i)
+      if (specs[i].is_output) last_output = i;
+    specs.resize(last_output + 1);
+  }
 
   const CommonOptions& c = o.common;
   const bool has_output_stride = o.output_stride != 0;

@@ -40,6 +40,9 @@ struct MobileNetOptions {
   int output_stride = 0;               // 0: none (classification); else 1 or a multiple of 2, e.g. 16 for DeepLab
   bool output_intermediate_endpoints = false;  // also "L/depthwise"
   bool finegrain_classification_mode = true;   // keep the last layer wide when width < 1
+  // false: stop after the last is_output row (DeepLab reads nothing past it,
+  // so MobileNetV2's final 1x1→1280 conv would only cost parameters and MACs).
+  bool include_final_layers = true;
   CommonOptions common;                // padding style, BN momentum/epsilon, init seed
 };
 
