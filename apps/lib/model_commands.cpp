@@ -7,6 +7,7 @@
 
 #include "core/autograd.h"
 #include "core/io/safetensors.h"
+#include "core/layout.h"
 #include "data/augment.h"
 #include "data/image.h"
 #include "layers/state.h"
@@ -52,32 +53,6 @@ void text(const nlohmann::json& n, int depth, std::string& out) {
   out += line;
   if (n.contains("children"))
     for (const auto& c : n["children"]) text(c, depth + 1, out);
-}
-
-// NCHW -> NHWC.
-Tensor nchw_to_nhwc(const Tensor& x) {
-  BONSAI_CHECK(x.rank() == 4, "input must be NCHW, got " + x.shape_str());
-  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
-  Tensor y = Tensor::empty({N, H, W, C});
-  const float* s = x.data<float>();
-  float* d = y.data<float>();
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t w = 0; w < W; ++w) d[((n * H + h) * W + w) * C + c] = s[((n * C + c) * H + h) * W + w];
-  return y;
-}
-
-Tensor nhwc_to_nchw(const Tensor& x) {
-  const int64_t N = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
-  Tensor y = Tensor::empty({N, C, H, W});
-  const float* s = x.data<float>();
-  float* d = y.data<float>();
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t w = 0; w < W; ++w)
-        for (int64_t c = 0; c < C; ++c) d[((n * C + c) * H + h) * W + w] = s[((n * H + h) * W + w) * C + c];
-  return y;
 }
 
 }  // namespace

@@ -51,3 +51,21 @@ TEST_CASE("tensor: typed access is checked, conversions and clone") {
   CHECK(x.data<float>()[0] == 1.5f);
   CHECK_THROWS_AS(Tensor::zeros({2}).copy_from(Tensor::zeros({3})), Error);
 }
+
+#include "core/layout.h"
+
+TEST_CASE("layout: NCHW <-> NHWC") {
+  Tensor x = Tensor::empty({2, 3, 4, 5});  // NCHW, value = flat index
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = static_cast<float>(i);
+  Tensor y = nchw_to_nhwc(x);
+  CHECK(y.shape() == Shape{2, 4, 5, 3});
+  // y[n][h][w][c] == x[n][c][h][w]
+  for (int64_t n : {0, 1})
+    for (int64_t h : {0, 3})
+      for (int64_t w : {0, 2, 4})
+        for (int64_t c : {0, 2})
+          CHECK(y.data<float>()[((n * 4 + h) * 5 + w) * 3 + c] == static_cast<float>(((n * 3 + c) * 4 + h) * 5 + w));
+  Tensor z = nhwc_to_nchw(y);
+  CHECK(z.shape() == x.shape());
+  CHECK(std::equal(z.data<float>(), z.data<float>() + z.numel(), x.data<float>()));
+}

@@ -10,6 +10,7 @@
 
 #include "core/autograd.h"
 #include "core/io/safetensors.h"
+#include "core/layout.h"
 #include "layers/squeeze_excitation.h"
 #include "layers/state.h"
 #include "models/blocks.h"
@@ -282,18 +283,6 @@ TEST_CASE("mobilenet: output stride 16 dilates the last blocks (§3.4)") {
 // ---------------------------------------------------------------------------
 
 namespace {
-
-Tensor nchw_to_nhwc(const Tensor& x) {
-  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
-  Tensor y = Tensor::empty({N, H, W, C});
-  const float* s = x.data<float>();
-  float* d = y.data<float>();
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t w = 0; w < W; ++w) d[((n * H + h) * W + w) * C + c] = s[((n * C + c) * H + h) * W + w];
-  return y;
-}
 
 double l2(const Tensor& a) {
   double s = 0;

@@ -12,6 +12,7 @@
 
 #include "core/autograd.h"
 #include "core/io/safetensors.h"
+#include "core/layout.h"
 #include "core/ops.h"
 #include "layers/state.h"
 #include "models/classification.h"
@@ -60,19 +61,6 @@ void run_peer(const std::string& model, const std::string& dir, int res, int bat
                   "the torchvision peer failed (needs /usr/bin/python3 with Debian's "
                   "python3-torch and python3-torchvision); command: "
                       << cmd);
-}
-
-// [N, C, H, W] -> [N, H, W, C]
-Tensor nchw_to_nhwc(const Tensor& x) {
-  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
-  Tensor out = Tensor::empty({N, H, W, C});
-  const float* s = x.data<float>();
-  float* d = out.data<float>();
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t w = 0; w < W; ++w) d[((n * H + h) * W + w) * C + c] = s[((n * C + c) * H + h) * W + w];
-  return out;
 }
 
 double max_abs(const Tensor& t) {
