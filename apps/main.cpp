@@ -6,6 +6,7 @@
 
 #include "apps/experiment/runner.h"
 #include "apps/lib/args.h"
+#include "apps/lib/bench_model.h"
 #include "apps/lib/bench_op.h"
 #include "apps/lib/data_bench.h"
 #include "apps/lib/data_prepare.h"
@@ -72,8 +73,10 @@ int cmd_demo(int argc, char** argv) {
 
 int cmd_bench(int argc, char** argv) {
   if (argc >= 3 && std::strcmp(argv[2], "data") == 0) return bonsai::apps::bench_data_command(argc, argv);
+  if (argc >= 3 && std::strcmp(argv[2], "train") == 0) return bonsai::apps::bench_train_command(argc, argv);
+  if (argc >= 3 && std::strcmp(argv[2], "infer") == 0) return bonsai::apps::bench_infer_command(argc, argv);
   BONSAI_CHECK(argc >= 4 && std::strcmp(argv[2], "op") == 0,
-               "usage: bonsai bench op conv|batchnorm|sgemm [flags] | bonsai bench data [flags]");
+               "usage: bonsai bench op|data|train|infer [flags]");
   bonsai::apps::OpBenchSpec s;
   s.op = argv[3];
   Args a(argc, argv, 4,
@@ -204,6 +207,8 @@ int main(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       std::fputs(bonsai::apps::kDataPrepareUsage, stdout);
       std::fputs(bonsai::apps::kBenchDataUsage, stdout);
+      std::fputs(bonsai::apps::kBenchTrainUsage, stdout);
+      std::fputs(bonsai::apps::kBenchInferUsage, stdout);
       return 0;
     }
     std::fprintf(stderr, "bonsai: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);

@@ -1,0 +1,137 @@
+#include "apps/lib/bench_model.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "apps/lib/args.h"
+#include "core/autograd.h"
+#include "core/check.h"
+#include "core/ops.h"
+#include "core/runtime.h"
+#include "models/registry.h"
+#include "optim/optimizer.h"
+
+namespace bonsai::apps {
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Peak resident set of this process in MiB (Linux reports ru_maxrss in KiB),
+// rounded down as the peer's `ru_maxrss // 1024` is.
+int64_t peak_rss_mib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) / 1024;
+}
+
+// Rounds to `digits` decimals, as the peer's round() does, so the JSON lines
+// read alike.
+double round_to(double v, int digits) {
+  double scale = std::pow(10.0, digits);
+  return std::round(v * scale) / scale;
+}
+
+}  // namespace
+
+std::string bench_model(const ModelBenchSpec& s) {
+  BONSAI_CHECK(s.mode == "train" || s.mode == "infer", "bench mode must be train or infer, got " + s.mode);
+  BONSAI_CHECK(s.steps > 0 && s.warmup >= 0 && s.res > 0 && s.classes > 0,
+               "--steps, --res and --classes must be positive and --warmup non-negative");
+  set_num_threads(s.threads);
+  const bool train = s.mode == "train";
+  const int batch = train ? s.batch : 1;
+  BONSAI_CHECK(batch > 0, "--batch must be positive");
+
+  auto model = models::build(s.model, {{"num_classes", s.classes}});
+  std::mt19937 rng(0);
+  // Activations are NHWC; the values do not matter for speed, only that they
+  // are ordinary (no denormals, no NaNs).
+  Tensor x = Tensor::randn({batch, s.res, s.res, 3}, rng);
+  Tensor labels = Tensor::zeros({batch}, DType::s64);
+  std::uniform_int_distribution<int64_t> pick(0, s.classes - 1);
+  for (int i = 0; i < batch; ++i) labels.data<int64_t>()[i] = pick(rng);
+
+  std::vector<double> times;
+  if (train) {
+    model->train();
+    optim::Sgd opt(model->named_parameters(), {.momentum = 0.9f}, {.weight_decay = 4e-5f});
+    for (int i = 0; i < s.warmup + s.steps; ++i) {
+      double t0 = now_s();
+      model->zero_grad();
+      Tensor loss = ops::softmax_cross_entropy(model->forward(x), labels);
+      loss.backward();
+      opt.step(0.01f);
+      double t1 = now_s();
+      BONSAI_CHECK(std::isfinite(loss.item()), "bench train: the loss is not finite");
+      if (i >= s.warmup) times.push_back(t1 - t0);
+    }
+  } else {
+    model->eval();
+    NoGrad no_grad;
+    for (int i = 0; i < s.warmup + s.steps; ++i) {
+      double t0 = now_s();
+      Tensor logits = model->forward(x);
+      double t1 = now_s();
+      if (i >= s.warmup) times.push_back(t1 - t0);
+    }
+  }
+  std::sort(times.begin(), times.end());
+  double med = times[times.size() / 2];  // the peer's median (upper one for even counts)
+
+  nlohmann::ordered_json j;
+  j["peer"] = "bonsai";
+  j["model"] = s.model;
+  j["mode"] = s.mode;
+  j["batch"] = batch;
+  j["res"] = s.res;
+  j["threads"] = num_threads();
+  j["params"] = model->num_parameters();
+  j["median_step_s"] = round_to(med, 4);
+  if (!train) j["median_ms"] = round_to(1000.0 * med, 2);
+  j["images_per_s"] = round_to(batch / med, 2);
+  j["peak_rss_mib"] = peak_rss_mib();
+  return j.dump();
+}
+
+namespace {
+
+// batch 0: the mode takes no --batch flag.
+int run_command(int argc, char** argv, const char* mode, int batch, int threads, int steps, int warmup) {
+  std::map<std::string, std::string> flags = {
+      {"model", ""}, {"res", "224"}, {"threads", std::to_string(threads)},
+      {"steps", std::to_string(steps)}, {"warmup", std::to_string(warmup)}, {"classes", "1000"}};
+  if (batch > 0) flags["batch"] = std::to_string(batch);  // infer is batch 1 by definition
+  Args a(argc, argv, 3, flags);
+  BONSAI_CHECK(!a.get("model").empty(), std::string("bonsai bench ") + mode + " needs --model NAME");
+  ModelBenchSpec s;
+  s.model = a.get("model");
+  s.mode = mode;
+  s.batch = batch > 0 ? a.get_int("batch") : 1;
+  s.res = a.get_int("res");
+  s.classes = a.get_int("classes");
+  s.threads = a.get_int("threads");
+  s.steps = a.get_int("steps");
+  s.warmup = a.get_int("warmup");
+  std::printf("%s\n", bench_model(s).c_str());
+  return 0;
+}
+
+}  // namespace
+
+int bench_train_command(int argc, char** argv) { return run_command(argc, argv, "train", 8, 2, 5, 2); }
+
+int bench_infer_command(int argc, char** argv) { return run_command(argc, argv, "infer", 0, 1, 20, 3); }
+
+}  // namespace bonsai::apps

@@ -1,0 +1,155 @@
+#include "quant/scheme.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace bonsai::quant {
+
+namespace {
+// The smallest range width nudge_range accepts; narrower ranges (an all-zero
+// tensor or channel) are widened to it so the scale stays finite and nonzero.
+constexpr float kMinRangeWidth = 1e-7f;
+}  // namespace
+
+void check_num_bits(int num_bits) {
+  BONSAI_CHECK(num_bits == 4 || num_bits == 6 || num_bits == 8,
+               "quantization num_bits must be 4, 6 or 8, got " + std::to_string(num_bits));
+}
+
+QuantRange activation_range(int num_bits) {
+  check_num_bits(num_bits);
+  const int32_t half = 1 << (num_bits - 1);
+  return {.qmin = -half, .qmax = half - 1};
+}
+
+QuantRange weight_range(int num_bits) {
+  check_num_bits(num_bits);
+  const int32_t half = 1 << (num_bits - 1);
+  return {.qmin = -(half - 1), .qmax = half - 1};
+}
+
+AffineQuant nudge_range(float min, float max, const NudgeOptions& o) {
+  check_num_bits(o.num_bits);
+  BONSAI_CHECK(std::isfinite(min) && std::isfinite(max) && min <= max,
+               "quantization range [" + std::to_string(min) + ", " + std::to_string(max) +
+                   "] must be finite with min <= max");
+  if (max - min < kMinRangeWidth) {  // widen around the centre: [0, 0] stays symmetric
+    const float centre = 0.5f * (min + max);
+    min = centre - 0.5f * kMinRangeWidth;
+    max = centre + 0.5f * kMinRangeWidth;
+  }
+  // TF's unsigned grid; the signed grid is this one shifted by 2^(b-1).
+  const int32_t offset = 1 << (o.num_bits - 1);
+  const int32_t qmin_u = o.narrow_range ? 1 : 0;
+  const int32_t qmax_u = (1 << o.num_bits) - 1;
+  const float qmin_f = static_cast<float>(qmin_u), qmax_f = static_cast<float>(qmax_u);
+  const float scale = (max - min) / (qmax_f - qmin_f);
+  const float zero_point_from_min = qmin_f - min / scale;
+  int32_t zp_u;
+  if (zero_point_from_min < qmin_f) zp_u = qmin_u;
+  else if (zero_point_from_min > qmax_f) zp_u = qmax_u;
+  else zp_u = static_cast<int32_t>(std::round(zero_point_from_min));
+  return {.scale = scale,
+          .zero_point = zp_u - offset,
+          .qmin = qmin_u - offset,
+          .qmax = qmax_u - offset,
+          .nudged_min = (qmin_f - static_cast<float>(zp_u)) * scale,
+          .nudged_max = (qmax_f - static_cast<float>(zp_u)) * scale};
+}
+
+AffineQuant weight_quant(float absmax, int num_bits) {
+  absmax = std::abs(absmax);
+  return nudge_range(-absmax, absmax, {.num_bits = num_bits, .narrow_range = true});
+}
+
+std::vector<AffineQuant> weight_quant_per_channel(const Tensor& w, int num_bits) {
+  BONSAI_CHECK(w.dtype() == DType::f32 && w.rank() >= 1,
+               "per-channel weight quantization needs an f32 tensor, got " + w.shape_str());
+  const int64_t channels = w.dim(-1), rows = w.numel() / channels;
+  std::vector<float> absmax(channels, 0.0f);
+  const float* p = w.data<float>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < channels; ++c) absmax[c] = std::max(absmax[c], std::abs(p[r * channels + c]));
+  std::vector<AffineQuant> out;
+  out.reserve(channels);
+  for (float a : absmax) out.push_back(weight_quant(a, num_bits));
+  return out;
+}
+
+AffineQuant weight_quant_per_tensor(const Tensor& w, int num_bits) {
+  BONSAI_CHECK(w.dtype() == DType::f32, "weight quantization needs an f32 tensor");
+  float absmax = 0.0f;
+  const float* p = w.data<float>();
+  for (int64_t i = 0; i < w.numel(); ++i) absmax = std::max(absmax, std::abs(p[i]));
+  return weight_quant(absmax, num_bits);
+}
+
+int32_t quantize_value(float x, const AffineQuant& q) {
+  const float r = std::round(x / q.scale);
+  // Clamp in float first so huge values cannot overflow the int conversion.
+  const float lo = static_cast<float>(q.qmin - q.zero_point), hi = static_cast<float>(q.qmax - q.zero_point);
+  return static_cast<int32_t>(std::clamp(r, lo, hi)) + q.zero_point;
+}
+
+float dequantize_value(int32_t q, const AffineQuant& p) {
+  return static_cast<float>(q - p.zero_point) * p.scale;
+}
+
+double bias_scale(double input_scale, double weight_scale) { return input_scale * weight_scale; }
+
+int32_t quantize_bias(float b, double input_scale, double weight_scale) {
+  const double r = std::round(static_cast<double>(b) / bias_scale(input_scale, weight_scale));
+  constexpr double lo = std::numeric_limits<int32_t>::min(), hi = std::numeric_limits<int32_t>::max();
+  return static_cast<int32_t>(std::clamp(r, lo, hi));
+}
+
+QuantizedMultiplier quantize_multiplier(double m) {
+  if (m == 0.0) return {};
+  int shift = 0;
+  const double q = std::frexp(m, &shift);  // m = q * 2^shift, |q| in [0.5, 1)
+  auto q_fixed = static_cast<int64_t>(std::round(q * static_cast<double>(1LL << 31)));
+  BONSAI_CHECK(q_fixed <= (1LL << 31), "quantize_multiplier: mantissa overflow");
+  if (q_fixed == (1LL << 31)) {
+    q_fixed /= 2;
+    ++shift;
+  }
+  // Below 2^-32 every product would shift out entirely: flush to zero.
+  if (shift < -31) {
+    shift = 0;
+    q_fixed = 0;
+  }
+  return {.multiplier = static_cast<int32_t>(q_fixed), .shift = shift};
+}
+
+int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b) {
+  const bool overflow = a == b && a == std::numeric_limits<int32_t>::min();
+  const int64_t ab = static_cast<int64_t>(a) * static_cast<int64_t>(b);
+  const int64_t nudge = ab >= 0 ? (1LL << 30) : (1 - (1LL << 30));
+  // Division truncates toward zero; with the ±2^30 nudge that rounds ab/2^31
+  // to nearest, ties toward +infinity (gemmlowp's behaviour, kept exactly).
+  const auto high = static_cast<int32_t>((ab + nudge) / (1LL << 31));
+  return overflow ? std::numeric_limits<int32_t>::max() : high;
+}
+
+int32_t rounding_divide_by_pot(int32_t x, int exponent) {
+  BONSAI_CHECK(exponent >= 0 && exponent <= 31,
+               "rounding_divide_by_pot: exponent " + std::to_string(exponent) + " outside [0, 31]");
+  const int32_t mask = static_cast<int32_t>((1LL << exponent) - 1);
+  const int32_t remainder = x & mask;
+  // Negative x: the arithmetic shift floors, so the threshold rises by one
+  // to round ties away from zero.
+  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+int32_t multiply_by_quantized_multiplier(int32_t x, const QuantizedMultiplier& m) {
+  const int left_shift = m.shift > 0 ? m.shift : 0;
+  const int right_shift = m.shift > 0 ? 0 : -m.shift;
+  // As TFLite: x * 2^left_shift in int32 (wraps if the caller overflows it).
+  const auto shifted = static_cast<int32_t>(static_cast<uint32_t>(x) << left_shift);
+  return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, m.multiplier), right_shift);
+}
+
+}  // namespace bonsai::quant
