@@ -25,6 +25,7 @@ SmallCNN::SmallCNN(const SmallCnnOptions& o) {
                           DenseOptions{.in = side * side * in, .out = o.classes, .seed = seed++}));
 }
 
-Tensor SmallCNN::forward(const Tensor& x) { return head_->forward(features_->forward(x)); }
+// Through child() so a transform that swaps "features" or "head" takes effect.
+Tensor SmallCNN::forward(const Tensor& x) { return child("head")->forward(child("features")->forward(x)); }
 
 }  // namespace bonsai::models
