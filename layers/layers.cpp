@@ -112,6 +112,41 @@ Tensor Resize::forward(const Tensor& x) {
   return ops::resize_bilinear(x, x.dim(1) * opt_.scale, x.dim(2) * opt_.scale);
 }
 
+Tensor Merge::forward(const Tensor&) {
+  throw_error(__FILE__, __LINE__, type_name() + " merges several tensors: call merge({...}), not forward()");
+}
+
+Tensor Add::merge(const std::vector<Tensor>& inputs) {
+  BONSAI_CHECK(!inputs.empty(), "Add needs at least one input");
+  Tensor y = inputs[0];
+  for (size_t i = 1; i < inputs.size(); ++i) {
+    BONSAI_CHECK(inputs[i].shape() == y.shape(),
+                 "Add: input " + std::to_string(i) + " is " + inputs[i].shape_str() + ", input 0 is " + y.shape_str());
+    y = ops::add(y, inputs[i]);
+  }
+  return y;
+}
+
+Tensor Multiply::merge(const std::vector<Tensor>& inputs) {
+  BONSAI_CHECK(inputs.size() == 2, "Multiply takes two inputs, got " + std::to_string(inputs.size()));
+  return ops::mul(inputs[0], inputs[1]);
+}
+
+Tensor Concat::merge(const std::vector<Tensor>& inputs) { return ops::concat(inputs); }
+
+Tensor ResizeLike::merge(const std::vector<Tensor>& inputs) {
+  BONSAI_CHECK(inputs.size() == 2 && inputs[0].rank() == 4 && inputs[1].rank() == 4,
+               "ResizeLike takes [N, h, w, C] and a [N, H, W, *] size reference");
+  return ops::resize_bilinear(inputs[0], inputs[1].dim(1), inputs[1].dim(2));
+}
+
+Tensor merge_child(const Module& parent, const std::string& name, const std::vector<Tensor>& inputs) {
+  auto m = std::dynamic_pointer_cast<Merge>(parent.child(name));
+  BONSAI_CHECK(m, parent.type_name() + ": child '" + name + "' is a " + parent.child(name)->type_name() +
+                      ", not a merge layer");
+  return m->merge(inputs);
+}
+
 Tensor Sequential::forward(const Tensor& x) {
   Tensor y = x;
   for (const auto& [name, child] : children()) y = child->forward(y);

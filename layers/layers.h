@@ -170,6 +170,54 @@ class Dropout : public Module {
   std::mt19937 rng_;
 };
 
+// Merge layers: the ops of a block's data flow that take more than one
+// tensor (a residual sum, SE's gating multiply, a concatenation, resizing to
+// another tensor's size). Blocks own them as children and call merge(), so
+// every op the data flow performs is a node of the model tree: transforms
+// (QAT, conversion to int8) see them by name, exactly like convolutions.
+//
+//   add("add", std::make_shared<Add>());                       // in the constructor
+//   Tensor y = merge_child(*this, "add", {residual, shortcut});  // in forward()
+class Merge : public Module {
+ public:
+  virtual Tensor merge(const std::vector<Tensor>& inputs) = 0;
+  // A merge has no single-input form; this throws naming the layer type.
+  Tensor forward(const Tensor& x) override;
+};
+
+// Σ inputs, all of one shape.
+class Add : public Merge {
+ public:
+  Tensor merge(const std::vector<Tensor>& inputs) override;
+  std::string type_name() const override { return "Add"; }
+};
+
+// inputs[0] * inputs[1], broadcasting the second ([N, 1, 1, C] gates [N, H, W, C]).
+class Multiply : public Merge {
+ public:
+  Tensor merge(const std::vector<Tensor>& inputs) override;
+  std::string type_name() const override { return "Multiply"; }
+};
+
+// Concatenation along the channel (last) axis.
+class Concat : public Merge {
+ public:
+  Tensor merge(const std::vector<Tensor>& inputs) override;
+  std::string type_name() const override { return "Concat"; }
+};
+
+// Bilinear resize (half-pixel centres) of inputs[0] [N, h, w, C] to the
+// height and width of inputs[1], whose values are not read.
+class ResizeLike : public Merge {
+ public:
+  Tensor merge(const std::vector<Tensor>& inputs) override;
+  std::string type_name() const override { return "ResizeLike"; }
+};
+
+// parent.child(name) as a Merge, merged over `inputs`; throws if that child
+// is not a Merge.
+Tensor merge_child(const Module& parent, const std::string& name, const std::vector<Tensor>& inputs);
+
 // Children run in order; they are named "0", "1", ... unless named explicitly.
 class Sequential : public Module {
  public:

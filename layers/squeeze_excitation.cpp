@@ -29,6 +29,7 @@ SqueezeExcitation::SqueezeExcitation(const SqueezeExcitationOptions& o) : opt_(o
   // int(in * ratio) truncates like Python's int(); max(1, .) keeps tiny layers alive.
   const auto squeezed = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(o.in_filters) * o.se_ratio));
   reduced_ = make_divisible(static_cast<double>(squeezed), o.divisible_by, 0, o.round_down_protect);
+  add("pool", std::make_shared<GlobalAvgPool>());
   add("reduce", std::make_shared<Conv2d>(Conv2dOptions{.in = o.out_filters, .out = reduced_, .kernel = 1,
                                                        .bias = true, .padding = o.padding, .seed = o.seed}));
   add("act", std::make_shared<Activation>(o.activation));
@@ -36,16 +37,17 @@ SqueezeExcitation::SqueezeExcitation(const SqueezeExcitationOptions& o) : opt_(o
                                                        .bias = true, .padding = o.padding,
                                                        .seed = o.seed + 1}));
   add("gate", std::make_shared<Activation>(o.gating_activation));
+  add("scale", std::make_shared<Multiply>());
 }
 
 Tensor SqueezeExcitation::forward(const Tensor& x) {
   BONSAI_CHECK(x.rank() == 4 && x.dim(3) == opt_.out_filters,
                "SqueezeExcitation expects [N, H, W, " + std::to_string(opt_.out_filters) + "], got " +
                    x.shape_str());
-  Tensor s = ops::global_avg_pool(x);  // [N, 1, 1, C]
+  Tensor s = child("pool")->forward(x);  // [N, 1, 1, C]
   s = child("act")->forward(child("reduce")->forward(s));
   s = child("gate")->forward(child("expand")->forward(s));  // [N, 1, 1, C]
-  return ops::mul(x, s);
+  return merge_child(*this, "scale", {x, s});
 }
 
 }  // namespace bonsai

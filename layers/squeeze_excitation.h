@@ -13,7 +13,8 @@
 //       .in_filters = 72, .out_filters = 72, .se_ratio = 0.25, .divisible_by = 8,
 //       .gating_activation = ActivationKind::hard_sigmoid});   // reduce width 24
 //   Tensor y = se->forward(x);     // [N, H, W, 72] -> [N, H, W, 72]
-//   // children: "reduce" (Conv2d), "act", "expand" (Conv2d), "gate"
+//   // children: "pool" (GlobalAvgPool), "reduce" (Conv2d), "act", "expand"
+//   // (Conv2d), "gate", "scale" (Multiply: x * gate)
 //
 // The channel-rounding helpers every MobileNet-style model uses live here too,
 // so layers and models share one definition.

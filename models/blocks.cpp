@@ -61,6 +61,7 @@ InvertedBottleneckBlock::InvertedBottleneckBlock(const InvertedBottleneckOptions
                      .in = mid, .out = o.out, .kernel = 1, .activation = std::nullopt,
                      .padding = o.padding, .bn_momentum = o.bn_momentum, .bn_epsilon = o.bn_epsilon,
                      .seed = o.seed + 4}));
+  if (has_residual()) add("add", std::make_shared<Add>());
 }
 
 Tensor InvertedBottleneckBlock::forward(const Tensor& x, Tensor* depthwise_out) {
@@ -71,7 +72,7 @@ Tensor InvertedBottleneckBlock::forward(const Tensor& x, Tensor* depthwise_out) 
   if (depthwise_out) *depthwise_out = y;
   if (has_se()) y = child("se")->forward(y);
   y = child("project")->forward(y);  // [N, H/s, W/s, out], linear
-  if (has_residual()) y = ops::add(y, x);
+  if (has_residual()) y = merge_child(*this, "add", {y, x});
   return y;
 }
 

@@ -22,8 +22,8 @@
 //       .in = 24, .out = 40, .expand_ratio = 3, .kernel = 5, .stride = 2, .se_ratio = 0.25,
 //       .divisible_by = 8, .expand_se_in_filters = true,
 //       .se_gating_activation = ActivationKind::hard_sigmoid});
-//   // children: "expand", "depthwise", "se", "project" (each present only if
-//   // used); expand/depthwise/project are Conv2dBNBlocks, so parameter names
+//   // children: "expand", "depthwise", "se", "project", "add" (the residual
+//   // sum; each present only if used); expand/depthwise/project are Conv2dBNBlocks, so parameter names
 //   // read "block4.depthwise.conv.kernel", "block4.se.reduce.bias", ...
 #pragma once
 

@@ -112,6 +112,8 @@ ASPP::ASPP(const ASPPOptions& o) : opt_(o) {
     add("pool", std::make_shared<WindowAvgPool2d>(kh, kw));
   }
   add("pool_conv", conv_bn(o.in_channels, 1, 1));
+  add("pool_resize", std::make_shared<ResizeLike>());  // back to the feature map's size
+  add("concat", std::make_shared<Concat>());
   const int64_t branches = 2 + static_cast<int64_t>(o.dilation_rates.size());
   add("project", conv_bn(branches * o.num_filters, 1, 1));
   add("dropout", std::make_shared<Dropout>(o.dropout_rate, o.seed + 1));
@@ -134,8 +136,8 @@ Tensor ASPP::forward(const Tensor& x) {
                "ASPP: training needs a batch of at least 2 — the image-pooling branch reduces each image to " +
                    pooled.shape_str() + " and its batch norm needs more than one value per channel");
   pooled = child("pool_conv")->forward(pooled);                           // [N, ph, pw, F]
-  branches.push_back(ops::resize_bilinear(pooled, x.dim(1), x.dim(2)));   // [N, h, w, F]
-  Tensor y = child("project")->forward(ops::concat(branches));           // [N, h, w, (2 + rates) F] -> F
+  branches.push_back(merge_child(*this, "pool_resize", {pooled, x}));     // [N, h, w, F]
+  Tensor y = child("project")->forward(merge_child(*this, "concat", branches));  // [N, h, w, (2 + rates) F] -> F
   return child("dropout")->forward(y);
 }
 

@@ -16,8 +16,9 @@
 //   Tensor y = aspp->forward(x);   // [N, 32, 32, 320] -> [N, 32, 32, 256]
 //
 // Children: "conv1x1", "atrous{i}" (and "atrous{i}_depthwise"), "pool" (the
-// pooling op), "pool_conv", "project" (Conv2dBNBlocks except the pool and the
-// depthwise conv), "dropout". Convs start from Keras VarianceScaling
+// pooling op), "pool_conv", "pool_resize" (ResizeLike back to the feature
+// map), "concat", "project" (Conv2dBNBlocks except the pool, the merges and
+// the depthwise conv), "dropout". Convs start from Keras VarianceScaling
 // (truncated normal, fan-in, scale 1), the initialiser aspp.py passes in.
 //
 // build_deeplab — the registry entries:

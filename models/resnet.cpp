@@ -62,6 +62,7 @@ BottleneckBlock::BottleneckBlock(const ResNetBlockOptions& o) : opt_(o) {
   add("act2", std::make_shared<Activation>(o.activation));
   add("conv3", make_conv(o, f, out, 1, 1, 1, o.seed + 2));
   add("bn3", make_bn(o, out));
+  add("add", std::make_shared<Add>());                      // + shortcut
   add("act3", std::make_shared<Activation>(o.activation));  // after the residual add
 }
 
@@ -71,7 +72,7 @@ Tensor BottleneckBlock::forward(const Tensor& x) {
   Tensor y = child("act1")->forward(child("bn1")->forward(child("conv1")->forward(x)));  // [N, H, W, f]
   y = child("act2")->forward(child("bn2")->forward(child("conv2")->forward(y)));  // [N, H/s, W/s, f]
   y = child("bn3")->forward(child("conv3")->forward(y));                         // [N, H/s, W/s, 4f]
-  return child("act3")->forward(ops::add(y, shortcut));
+  return child("act3")->forward(merge_child(*this, "add", {y, shortcut}));
 }
 
 ResidualBlock::ResidualBlock(const ResNetBlockOptions& o) : opt_(o) {
@@ -83,6 +84,7 @@ ResidualBlock::ResidualBlock(const ResNetBlockOptions& o) : opt_(o) {
   add("act1", std::make_shared<Activation>(o.activation));
   add("conv2", make_conv(o, o.filters, o.filters, 3, 1, 1, o.seed + 1));
   add("bn2", make_bn(o, o.filters));
+  add("add", std::make_shared<Add>());                      // + shortcut
   add("act2", std::make_shared<Activation>(o.activation));  // after the residual add
 }
 
@@ -91,7 +93,7 @@ Tensor ResidualBlock::forward(const Tensor& x) {
   Tensor shortcut = opt_.use_projection ? child("shortcut")->forward(x) : x;  // [N, H/s, W/s, f]
   Tensor y = child("act1")->forward(child("bn1")->forward(child("conv1")->forward(x)));  // [N, H/s, W/s, f]
   y = child("bn2")->forward(child("conv2")->forward(y));
-  return child("act2")->forward(ops::add(y, shortcut));
+  return child("act2")->forward(merge_child(*this, "add", {y, shortcut}));
 }
 
 const std::vector<ResNet::GroupSpec>& ResNet::specs(int depth) {

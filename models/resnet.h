@@ -74,7 +74,7 @@ struct ResNetBlockOptions {
 // the options say otherwise).
 // Children: "shortcut" (Conv2dBNBlock with "conv", "bn"; only if
 // projecting), "conv1", "bn1", "act1", "conv2", "bn2", "act2", "conv3",
-// "bn3", "act3". No conv has a bias.
+// "bn3", "add" (the residual sum), "act3". No conv has a bias.
 class BottleneckBlock : public Module {
  public:
   explicit BottleneckBlock(const ResNetBlockOptions& o);
@@ -89,7 +89,7 @@ class BottleneckBlock : public Module {
 
 // conv1 3x3 (f, stride) → bn1 → act1 → conv2 3x3 (f) → bn2 → + shortcut → act2.
 // Children: "shortcut" (only if projecting), "conv1", "bn1", "act1",
-// "conv2", "bn2", "act2".
+// "conv2", "bn2", "add", "act2".
 class ResidualBlock : public Module {
  public:
   explicit ResidualBlock(const ResNetBlockOptions& o);

@@ -45,9 +45,12 @@ SegmentationHead::SegmentationHead(const SegmentationHeadOptions& o) : opt_(o) {
                  "(got " + std::to_string(o.low_level_channels) + ", " +
                      std::to_string(o.low_level_num_filters) + ")");
     add("fusion", conv_bn(o.low_level_channels, o.low_level_num_filters, 1, 1));
+    add("fusion_resize", std::make_shared<ResizeLike>());  // decoder output to the low-level size
     if (o.feature_fusion == FeatureFusion::deeplabv3plus) {
+      add("fusion_merge", std::make_shared<Concat>());
       channels = o.in_channels + o.low_level_num_filters;  // concat
     } else {
+      add("fusion_merge", std::make_shared<Add>());
       BONSAI_CHECK(o.low_level_num_filters == o.in_channels,
                    "SegmentationHead: deeplabv3plus_sum_to_merge adds the decoder output (" +
                        std::to_string(o.in_channels) + " channels) to the low-level features (" +
@@ -89,9 +92,8 @@ Tensor SegmentationHead::forward(const Tensor& decoder_out, const Tensor& low_le
                      std::to_string(x.dim(0)) + ", H, W, " + std::to_string(opt_.low_level_channels) +
                      "], got " + (low_level.defined() ? low_level.shape_str() : "none"));
     Tensor y = child("fusion")->forward(low_level);               // [N, H, W, 48]
-    x = ops::resize_bilinear(x, y.dim(1), y.dim(2));               // [N, H, W, in]
-    x = opt_.feature_fusion == FeatureFusion::deeplabv3plus ? ops::concat({x, y})  // [N, H, W, in + 48]
-                                                            : ops::add(x, y);
+    x = merge_child(*this, "fusion_resize", {x, y});               // [N, H, W, in]
+    x = merge_child(*this, "fusion_merge", {x, y});                // concat: [N, H, W, in + 48]; add: [N, H, W, in]
   }
   for (int i = 0; i < opt_.num_convs; ++i) {
     if (opt_.use_depthwise_convolution) x = child("depthwise" + std::to_string(i))->forward(x);

@@ -55,7 +55,9 @@ struct SegmentationHeadOptions {
 };
 
 // The Model Garden SegmentationHead. Children, each present only if used:
-// "fusion" (Conv2dBNBlock 1x1 on the low-level features), then for i <
+// "fusion" (Conv2dBNBlock 1x1 on the low-level features), "fusion_resize"
+// (ResizeLike: the decoder output to the low-level size) and "fusion_merge"
+// (Concat or Add), then for i <
 // num_convs "depthwise{i}" (Conv2dBNBlock, depthwise variant only) and
 // "conv{i}" (Conv2dBNBlock), then "classifier" (Conv2d with bias). All convs
 // start from RandomNormal(stddev 0.01), the classifier bias from zeros, as
