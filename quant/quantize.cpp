@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 
 #include "core/ops.h"
 #include "quant/scheme.h"
+#include "quant/trace.h"
 
 namespace bonsai::quant {
 
@@ -47,12 +49,6 @@ Tensor fake_quant_weight(const Tensor& w, bool per_channel, int num_bits) {
   return per_channel ? fake_quant_per_channel(w, min, max, o) : fake_quant(w, min, max, o);
 }
 
-bool is_quantizing_activation(const Module* m) {
-  auto* a = dynamic_cast<const Activation*>(m);
-  return a && (a->kind() == ActivationKind::relu || a->kind() == ActivationKind::relu6 ||
-               a->kind() == ActivationKind::hard_swish);
-}
-
 bool is_relu_like(const Module* m) {
   auto* a = dynamic_cast<const Activation*>(m);
   return a && (a->kind() == ActivationKind::relu || a->kind() == ActivationKind::relu6);
@@ -60,7 +56,18 @@ bool is_relu_like(const Module* m) {
 
 bool is_quantized_module(const Module& m) {
   return dynamic_cast<const QuantConv2d*>(&m) || dynamic_cast<const QuantDense*>(&m) ||
-         dynamic_cast<const OutputQuantized*>(&m) || dynamic_cast<const ActivationQuantizer*>(&m);
+         dynamic_cast<const QuantLayer*>(&m) || dynamic_cast<const QuantMerge*>(&m) ||
+         dynamic_cast<const ActivationQuantizer*>(&m);
+}
+
+// sigmoid and hard_sigmoid outputs get fixed grids: TFLite's LOGISTIC
+// output (scale 1/256, zero point -128) and the exact [0, 1].
+std::optional<std::pair<float, float>> fixed_output_range(const Module& m) {
+  auto* a = dynamic_cast<const Activation*>(&m);
+  if (!a) return std::nullopt;
+  if (a->kind() == ActivationKind::sigmoid) return std::make_pair(0.0f, 255.0f / 256.0f);
+  if (a->kind() == ActivationKind::hard_sigmoid) return std::make_pair(0.0f, 1.0f);
+  return std::nullopt;
 }
 
 }  // namespace
@@ -78,7 +85,13 @@ ActivationQuantizer::ActivationQuantizer(int num_bits, const MovingAverageOption
 
 Tensor ActivationQuantizer::forward(const Tensor& x) {
   if (is_training()) observer_.observe(x);
-  return fake_quant(x, observer_.min(), observer_.max(), {.num_bits = num_bits_});
+  Tensor y = fake_quant(x, observer_.min(), observer_.max(), {.num_bits = num_bits_});
+  record_traced(this, {x}, y);
+  return y;
+}
+
+AffineQuant ActivationQuantizer::grid() const {
+  return nudge_range(observer_.min().item(), observer_.max().item(), {.num_bits = num_bits_});
 }
 
 // ---- quantized layers -------------------------------------------------------
@@ -112,6 +125,7 @@ Tensor QuantConv2d::forward(const Tensor& x_in) {
        .pad = window_padding(conv_.padding, x.dim(1), x.dim(2), conv_.kernel, conv_.stride, conv_.dilation),
        .groups = conv_.groups});
   macs_ = y.dim(1) * y.dim(2) * kernel.numel();
+  record_traced(this, {x}, y);
   return opt_.quantize_output ? child("output_quant")->forward(y) : y;
 }
 
@@ -130,21 +144,35 @@ Tensor QuantDense::quantized_kernel() const {
 Tensor QuantDense::forward(const Tensor& x_in) {
   Tensor x = opt_.quantize_input ? child("input_quant")->forward(x_in) : x_in;
   Tensor y = ops::dense(x, quantized_kernel(), bias);
+  record_traced(this, {x}, y);
   return opt_.quantize_output ? child("output_quant")->forward(y) : y;
 }
 
-OutputQuantized::OutputQuantized(std::shared_ptr<Module> layer, const QuantLayerOptions& o)
-    : layer_(std::move(layer)) {
+QuantLayer::QuantLayer(std::shared_ptr<Module> layer, const QuantLayerOptions& o) : layer_(std::move(layer)) {
   BONSAI_CHECK(layer_ && layer_->children().empty(),
-               "OutputQuantized wraps a leaf layer, got " + (layer_ ? layer_->type_name() : std::string("null")));
+               "QuantLayer wraps a leaf layer, got " + (layer_ ? layer_->type_name() : std::string("null")));
   for (const NamedParam& p : layer_->named_parameters()) add_parameter(p.name, p.tensor, p.role);
   for (const auto& [name, t] : layer_->named_buffers()) add_buffer(name, t);
-  add("output_quant", make_act_quant(o));
+  if (o.quantize_output) add("output_quant", make_act_quant(o));
 }
 
-Tensor OutputQuantized::forward(const Tensor& x) {
+Tensor QuantLayer::forward(const Tensor& x) {
   layer_->train(is_training());
-  return child("output_quant")->forward(layer_->forward(x));
+  Tensor y = layer_->forward(x);
+  record_traced(this, {x}, y);
+  return children().empty() ? y : child("output_quant")->forward(y);
+}
+
+QuantMerge::QuantMerge(std::shared_ptr<Merge> merge, const QuantLayerOptions& o) : merge_(std::move(merge)) {
+  BONSAI_CHECK(merge_ && merge_->children().empty() && merge_->named_parameters().empty(),
+               "QuantMerge wraps a parameter-free merge layer");
+  if (o.quantize_output) add("output_quant", make_act_quant(o));
+}
+
+Tensor QuantMerge::merge(const std::vector<Tensor>& inputs) {
+  Tensor y = merge_->merge(inputs);
+  record_traced(this, inputs, y);
+  return children().empty() ? y : child("output_quant")->forward(y);
 }
 
 // ---- the walk -----------------------------------------------------------------
@@ -170,33 +198,48 @@ std::shared_ptr<Module> Quantizer::quantized(const std::shared_ptr<Module>& m, c
     return place;
   };
 
-  if (auto* conv = dynamic_cast<Conv2d*>(m.get())) {
-    lo.quantize_input = take_input();
-    lo.quantize_output = !dynamic_cast<const BatchNorm2d*>(next) && !is_quantizing_activation(next);
-    return std::make_shared<QuantConv2d>(*conv, lo);
-  }
-  if (auto* dense = dynamic_cast<Dense*>(m.get())) {
-    lo.quantize_input = take_input();
-    lo.quantize_output = !is_quantizing_activation(next);
-    return std::make_shared<QuantDense>(*dense, lo);
-  }
-  if (dynamic_cast<BatchNorm2d*>(m.get()))
-    return is_relu_like(next) ? m : std::make_shared<OutputQuantized>(m, lo);
-  if (dynamic_cast<Activation*>(m.get()))
-    return is_quantizing_activation(m.get()) ? std::make_shared<OutputQuantized>(m, lo) : m;
-  if (dynamic_cast<AvgPool2d*>(m.get()) || dynamic_cast<GlobalAvgPool*>(m.get()) ||
-      dynamic_cast<Resize*>(m.get()))
-    return std::make_shared<OutputQuantized>(m, lo);
-
-  // A block: its own rule, or the default treatment of its children.
+  // A registered rule comes first: that is how a type declares its form.
   auto rule = block_rules().find(m->type_name());
   if (rule != block_rules().end()) {
     std::shared_ptr<Module> twin = rule->second(m, *this);
     BONSAI_CHECK(twin != nullptr, "quantize rule for " + m->type_name() + " returned null");
     return twin;
   }
+  if (auto* conv = dynamic_cast<Conv2d*>(m.get())) {
+    lo.quantize_input = take_input();
+    lo.quantize_output = !dynamic_cast<const BatchNorm2d*>(next) && !is_relu_like(next);
+    return std::make_shared<QuantConv2d>(*conv, lo);
+  }
+  if (auto* dense = dynamic_cast<Dense*>(m.get())) {
+    lo.quantize_input = take_input();
+    lo.quantize_output = !is_relu_like(next);
+    return std::make_shared<QuantDense>(*dense, lo);
+  }
+  if (auto merge = std::dynamic_pointer_cast<Merge>(m)) {
+    const bool fusable = dynamic_cast<Add*>(m.get()) || dynamic_cast<Multiply*>(m.get());
+    lo.quantize_output = !(fusable && is_relu_like(next));
+    return std::make_shared<QuantMerge>(merge, lo);
+  }
+  if (dynamic_cast<Flatten*>(m.get()) || dynamic_cast<Dropout*>(m.get()) || dynamic_cast<Identity*>(m.get()))
+    return m;  // views and no-ops: nothing to quantize, nothing to trace
+  if (m->children().empty()) {
+    if (dynamic_cast<BatchNorm2d*>(m.get())) {
+      lo.quantize_output = !is_relu_like(next);
+    } else if (dynamic_cast<MaxPool2d*>(m.get())) {
+      lo.quantize_output = false;
+    } else if (auto range = fixed_output_range(*m)) {
+      lo.quantize_output = true;
+      lo.activation_range = {.init_min = range->first, .init_max = range->second, .init = RangeInit::fixed,
+                             .freeze_step = 0};
+    } else {
+      lo.quantize_output = true;  // activations, pools, resize, and leaves bonsai does not know
+    }
+    return std::make_shared<QuantLayer>(m, lo);
+  }
+
+  // A block without a rule: the default treatment of its children.
   quantize_children(*m);
-  return m;  // leaves not listed above (MaxPool2d, Flatten, Dropout, ...) stay as they are
+  return m;
 }
 
 void Quantizer::quantize_children(Module& block) {

@@ -10,34 +10,48 @@
 //   for (const auto& q : quant::list_quantizers(*model)) std::cout << q.name << "\n";
 //   // train as usual: observers update in train mode, freeze after freeze_step
 //
-// What goes where (the TFMOT Default8Bit / Model Garden placement):
+// What goes where (the TFMOT Default8Bit / Model Garden placement, which is
+// where TFLite executes quantized tensors):
 //  - Conv2d → QuantConv2d: kernel fake-quantized symmetric narrow range, per
 //    output channel (per tensor if per_channel_weights is false), the range
 //    taken from the current kernel every step (TFMOT's LastValueQuantizer).
 //    Dense → QuantDense: the same, always per tensor.
-//  - Activation quantizers (ActivationQuantizer: moving-average min/max,
-//    quant/observer.h) on the output of each conv/BN/activation *unit*:
-//      conv/dense output   only when no BatchNorm2d or quantizing activation
-//                          follows it;
-//      BatchNorm2d output  unless a relu/relu6 follows (the activation then
-//                          quantizes; the Model Garden's norm_by_activation);
-//      relu, relu6, hard_swish outputs always; sigmoid and hard_sigmoid never
-//                          (TFLite gives them fixed output parameters);
-//      AvgPool2d, GlobalAvgPool, Resize outputs always;
-//      MaxPool2d, Flatten, Dropout, Identity: nothing (they keep the grid).
+//  - Every other leaf layer is wrapped in a QuantLayer, every merge layer
+//    (layers/layers.h: Add, Multiply, Concat, ResizeLike) in a QuantMerge;
+//    the wrapper runs the float layer and, where the deployed graph has a
+//    quantized tensor, an ActivationQuantizer on its output:
+//      conv/dense output    only when no BatchNorm2d or quantizing activation
+//                           follows it (they fold into the conv);
+//      BatchNorm2d output   unless relu/relu6 follows (TFLite fuses it);
+//      Add / Multiply       unless relu/relu6 follows (fused likewise);
+//      relu, relu6, hard_swish and any layer bonsai does not know: always,
+//                           with a moving-average range (quant/observer.h);
+//      sigmoid, hard_sigmoid: always, with a fixed range ([0, 255/256] and
+//                           [0, 1]: TFLite's LOGISTIC output grid, and the
+//                           gate's exact range), so SE's gate is the table the
+//                           integer graph looks up;
+//      AvgPool2d, GlobalAvgPool, Resize, Concat, ResizeLike: always;
+//      MaxPool2d: none (it keeps its input's grid).
+//    Flatten, Dropout and Identity stay as they are (reshapes and no-ops).
 //    "Follows" means the next sibling in registration order, which is the
-//    data-flow order for Sequential and for chain blocks (Conv2dBNBlock).
+//    data-flow order for Sequential and for the zoo's blocks (a merge child
+//    sits where its op happens: ResNet's "add" between "bn3" and "act3").
 //  - The model input: an "input_quant" on the first conv/dense layer met in
 //    registration order (quantize_input).
 // The quantizer state lives in buffers of the quantizer modules, e.g.
 //   features.0.bn.output_quant.min / .max / .step   (BN output, no relu after)
-//   features.0.relu.output_quant.min                 (relu output)
+//   backbone.block3.add.output_quant.min            (a residual sum)
 // Float parameters keep their names (features.0.conv.kernel).
 //
-// The extension point — how a block declares its quantized form. A block
-// whose data flow is not a chain (residual add, SE multiply, concat) needs
-// quantizers on values no child produces. It declares how by registering a
-// rule for its type_name():
+// A block therefore needs nothing to be quantized correctly if its forward
+// goes through its children (merge layers included): the zoo's
+// BottleneckBlock, InvertedBottleneckBlock, SqueezeExcitation, ASPP and
+// SegmentationHead all work this way, and so does a user's block built the
+// same way — and quant::convert (quant/int8_model.h) can then lower it to
+// integer ops, because every op it runs is a quantized layer it can trace.
+//
+// A block whose forward computes outside its children (an inline ops::add)
+// declares its quantized form by registering a rule for its type_name():
 //
 //   quant::register_block_rule("MyResidual",
 //       [](const std::shared_ptr<Module>& block, quant::Quantizer& q) -> std::shared_ptr<Module> {
@@ -48,18 +62,10 @@
 //
 // The twin adopts the float block's children under the same names (so
 // parameter names do not change) and adds its own ActivationQuantizer
-// children (e.g. "add_quant") that its forward applies. A rule may also
-// return the block itself after swapping children. Blocks that declare
-// nothing get the default: each child quantized by the rules above,
-// recursing into nested blocks (which may themselves have rules). Layers and
-// models know nothing of quantization: rules live with the quantizer (quant/
-// registers the zoo's blocks; user code registers its own).
-//
-// Not done yet (issue 7): rules for the zoo's non-chain blocks (Bottleneck,
-// InvertedBottleneck, SE with decomposed hard-sigmoid, ASPP, segmentation
-// head, DeepLabV3+ decoder), BN folding in training, LSQ ranges in the
-// transform. Until those exist, such blocks get the default chain treatment
-// and their adds/multiplies/concats are not quantized.
+// children (e.g. "add_quant") that its forward applies. Such a block trains
+// with QAT, but conversion refuses it (naming the untraced value) unless its
+// extra ops are quantized layers too. Layers and models know nothing of
+// quantization: rules live with the quantizer.
 #pragma once
 
 #include <functional>
@@ -71,6 +77,7 @@
 #include "layers/state.h"
 #include "quant/fake_quant.h"
 #include "quant/observer.h"
+#include "quant/scheme.h"
 
 namespace bonsai::quant {
 
@@ -82,8 +89,9 @@ struct QuantConfig {
   MovingAverageOptions activation_range;  // decay 0.999 from ±6 (TFMOT), init, freeze_step
 };
 
-// Fake-quantizes the tensor it is given, with a moving-average range. The
-// state is three buffers: "min", "max" and "step".
+// Fake-quantizes the tensor it is given, with a moving-average range (or a
+// fixed one: freeze_step 0). The state is three buffers: "min", "max" and
+// "step".
 class ActivationQuantizer : public Module {
  public:
   ActivationQuantizer(int num_bits, const MovingAverageOptions& range);
@@ -91,6 +99,8 @@ class ActivationQuantizer : public Module {
   std::string type_name() const override { return "ActivationQuantizer"; }
   const MovingAverageMinMax& observer() const { return observer_; }
   int num_bits() const { return num_bits_; }
+  // The grid of the current range (quant/scheme.h nudge_range).
+  AffineQuant grid() const;
 
  private:
   MovingAverageMinMax observer_;
@@ -104,7 +114,7 @@ struct QuantLayerOptions {
   bool quantize_input = false;
   bool quantize_output = false;
   int num_bits_activation = 8;
-  MovingAverageOptions activation_range;
+  MovingAverageOptions activation_range;  // of the output quantizer (and the input one)
 };
 
 // Conv2d with a fake-quantized kernel. Shares the float layer's "kernel" and
@@ -140,13 +150,14 @@ class QuantDense : public Module {
   QuantLayerOptions opt_;
 };
 
-// A parameter-free or normalisation layer (BatchNorm2d, Activation, pools,
-// Resize) followed by an output quantizer. It re-registers the float layer's
-// parameters and buffers under their own names (gamma, beta, moving_mean,
-// moving_variance) and runs the float layer's forward; child "output_quant".
-class OutputQuantized : public Module {
+// A leaf layer (BatchNorm2d, Activation, pools, Resize, ...) with an
+// optional output quantizer. It re-registers the float layer's parameters
+// and buffers under their own names (gamma, beta, moving_mean,
+// moving_variance) and runs the float layer's forward; child "output_quant"
+// when quantize_output.
+class QuantLayer : public Module {
  public:
-  OutputQuantized(std::shared_ptr<Module> layer, const QuantLayerOptions& o);
+  QuantLayer(std::shared_ptr<Module> layer, const QuantLayerOptions& o);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "Quant" + layer_->type_name(); }
   const Module& layer() const { return *layer_; }
@@ -155,6 +166,20 @@ class OutputQuantized : public Module {
   // Not a child: its tensors are registered here directly so names do not
   // gain a level. Its train/eval mode follows this module's in forward().
   std::shared_ptr<Module> layer_;
+};
+
+// A merge layer (Add, Multiply, Concat, ResizeLike) with an optional output
+// quantizer (child "output_quant"). A Merge itself, so blocks call it as
+// before.
+class QuantMerge : public Merge {
+ public:
+  QuantMerge(std::shared_ptr<Merge> merge, const QuantLayerOptions& o);
+  Tensor merge(const std::vector<Tensor>& inputs) override;
+  std::string type_name() const override { return "Quant" + merge_->type_name(); }
+  const Merge& layer() const { return *merge_; }
+
+ private:
+  std::shared_ptr<Merge> merge_;
 };
 
 // The walk, handed to block rules so they can reuse the default treatment.

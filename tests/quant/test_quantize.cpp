@@ -11,6 +11,7 @@
 #include "core/ops.h"
 #include "layers/state.h"
 #include "models/blocks.h"
+#include "models/registry.h"
 #include "quant/quantize.h"
 #include "quant/scheme.h"
 #include "tests/layer_check.h"
@@ -75,8 +76,13 @@ TEST_CASE("quantize: SmallCNN-style Sequential gets TFMOT's placement, parameter
                                "weight head",
                                "activation head.output_quant",
                            });
-  CHECK(model->child("block0.bn")->type_name() == "BatchNorm2d");  // relu follows: no quantizer
-  CHECK(model->child("pool0")->type_name() == "MaxPool2d");
+  // Wrapped (so conversion can trace them) but without a quantizer: relu
+  // follows the BN; max pooling keeps its input's grid.
+  CHECK(model->child("block0.bn")->type_name() == "QuantBatchNorm2d");
+  CHECK(model->child("block0.bn")->children().empty());
+  CHECK(model->child("pool0")->type_name() == "QuantMaxPool2d");
+  CHECK(model->child("pool0")->children().empty());
+  CHECK(model->child("flatten")->type_name() == "Flatten");
   const auto after = model->named_parameters();
   REQUIRE(after.size() == before.size());
   for (size_t i = 0; i < before.size(); ++i) {
@@ -167,8 +173,8 @@ TEST_CASE("quantize: Conv2dBNBlock placement follows the Model Garden's Conv2DBN
       {"no BN, linear: conv output", false, std::nullopt, {"weight unit.conv", "activation unit.conv.output_quant"}},
       {"no BN + relu: the activation quantizes", false, ActivationKind::relu,
        {"weight unit.conv", "activation unit.act.output_quant"}},
-      {"BN + hard_sigmoid: BN output only (fixed output params)", true, ActivationKind::hard_sigmoid,
-       {"weight unit.conv", "activation unit.bn.output_quant"}},
+      {"BN + hard_sigmoid: BN output, and the gate on its fixed [0, 1] grid", true, ActivationKind::hard_sigmoid,
+       {"weight unit.conv", "activation unit.bn.output_quant", "activation unit.act.output_quant"}},
   };
   for (const Case& c : cases) {
     CAPTURE(c.what);
@@ -274,4 +280,105 @@ TEST_CASE("quantize: a custom block declares its quantized form; a nested one wi
   Tensor y = root->forward(images(8, {2, 5, 5, 4}));
   check_on_grid(y, *std::dynamic_pointer_cast<ActivationQuantizer>(root->child("block.add_quant")));
   testing::check_layer(*root, {2, 5, 5, 4}, {.check_input_gradient = false, .max_params_checked = 0});
+}
+
+namespace {
+
+std::vector<std::string> listing_under(Module& m, const std::string& prefix) {
+  std::vector<std::string> out;
+  for (const QuantizerInfo& q : list_quantizers(m))
+    if (q.name.rfind(prefix, 0) == 0) out.push_back(q.kind + " " + q.name.substr(prefix.size()));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("quantize: every registry model — quantizer counts, block placement, forward, float weights by name") {
+  // weight quantizers = convs + dense; activation quantizers as the header's
+  // placement rules give them (counted by hand for ResNet50: input, stem relu,
+  // 16 blocks x {act1, act2, bn3, act3 (add + relu)}, 4 projection BNs, pool,
+  // logits = 72).
+  const std::map<std::string, std::pair<int, int>> counts{
+      {"resnet18", {22, 32}},           {"resnet34", {38, 56}},
+      {"resnet50", {54, 72}},           {"resnet101", {105, 140}},
+      {"resnet152", {156, 208}},        {"mobilenet_v2", {53, 65}},
+      {"mobilenet_v3_large", {64, 122}}, {"mobilenet_v3_small", {54, 109}},
+      {"mobilenet_multi_avg", {52, 66}}, {"deeplabv3_mobilenet_v2", {55, 69}},
+      {"deeplabv3plus_mobilenet_v2", {60, 76}},
+  };
+  CHECK(counts.size() == models::names().size());
+  for (const std::string& name : models::names()) {
+    CAPTURE(name);
+    auto model = models::build(name, {{"num_classes", 10}});
+    int convs = 0;
+    model->visit([&](const std::string&, Module& m) {
+      convs += dynamic_cast<Conv2d*>(&m) != nullptr || dynamic_cast<Dense*>(&m) != nullptr;
+    });
+    const StateDict float_state = state_dict(*model);
+    quantize(*model);
+    int weights = 0, activations = 0;
+    for (const QuantizerInfo& q : list_quantizers(*model)) (q.kind == "weight" ? weights : activations)++;
+    CHECK(weights == convs);
+    REQUIRE(counts.count(name));
+    CHECK(weights == counts.at(name).first);
+    CHECK(activations == counts.at(name).second);
+    LoadReport report = load_float_state(*model, float_state);
+    CHECK(report.loaded.size() == float_state.size());
+    CHECK(report.missing.empty());
+    model->eval();
+    NoGrad ng;
+    const bool seg = name.find("deeplab") == 0, plus = name.find("plus") != std::string::npos;
+    Tensor y = model->forward(images(1, {1, 64, 64, 3}));
+    // DeepLabV3 logits at stride 16, V3+ at the low-level stride 4.
+    CHECK(y.shape() == (!seg ? Shape{1, 10} : plus ? Shape{1, 16, 16, 10} : Shape{1, 4, 4, 10}));
+  }
+
+  SUBCASE("placement inside the zoo's blocks") {
+    auto r50 = models::build("resnet50", {{"num_classes", 10}});
+    quantize(*r50);
+    // Projection shortcut's BN, the relus, bn3 before the sum; the sum and
+    // its relu share one quantizer (TFLite's ADD with fused RELU).
+    CHECK(listing_under(*r50, "backbone.group2.block0.") ==
+          std::vector<std::string>{"weight shortcut.conv", "activation shortcut.bn.output_quant", "weight conv1",
+                                   "activation act1.output_quant", "weight conv2", "activation act2.output_quant",
+                                   "weight conv3", "activation bn3.output_quant", "activation act3.output_quant"});
+    CHECK(r50->child("backbone.group2.block0.add")->type_name() == "QuantAdd");
+    CHECK(r50->child("backbone.group2.block0.add")->children().empty());
+
+    auto v3 = models::build("mobilenet_v3_large", {{"num_classes", 10}});
+    quantize(*v3);
+    // hard_swish: BN output and activation output; SE: pooled, relu, the
+    // expand conv's output, the gate on its fixed grid, the product; the
+    // residual sum.
+    CHECK(listing_under(*v3, "backbone.block12.") ==
+          std::vector<std::string>{
+              "weight expand.conv", "activation expand.bn.output_quant", "activation expand.act.output_quant",
+              "weight depthwise.conv", "activation depthwise.bn.output_quant",
+              "activation depthwise.act.output_quant", "activation se.pool.output_quant", "weight se.reduce",
+              "activation se.act.output_quant", "weight se.expand", "activation se.expand.output_quant",
+              "activation se.gate.output_quant", "activation se.scale.output_quant", "weight project.conv",
+              "activation project.bn.output_quant", "activation add.output_quant"});
+    auto gate = std::dynamic_pointer_cast<ActivationQuantizer>(v3->child("backbone.block12.se.gate.output_quant"));
+    REQUIRE(gate);
+    v3->train();
+    v3->forward(images(2, {2, 64, 64, 3}));
+    CHECK(gate->observer().min().item() == 0.0f);  // fixed: training does not move it
+    CHECK(gate->observer().max().item() == 1.0f);
+
+    auto dl = models::build("deeplabv3plus_mobilenet_v2", {{"num_classes", 10}});
+    quantize(*dl);
+    CHECK(listing_under(*dl, "decoder.") ==
+          std::vector<std::string>{"weight conv1x1.conv", "activation conv1x1.act.output_quant",
+                                   "activation pool.output_quant", "weight pool_conv.conv",
+                                   "activation pool_conv.act.output_quant", "activation pool_resize.output_quant",
+                                   "activation concat.output_quant", "weight project.conv",
+                                   "activation project.act.output_quant"});
+    CHECK(listing_under(*dl, "head.") ==
+          std::vector<std::string>{
+              "weight fusion.conv", "activation fusion.act.output_quant", "activation fusion_resize.output_quant",
+              "activation fusion_merge.output_quant", "weight depthwise0.conv", "activation depthwise0.act.output_quant",
+              "weight conv0.conv", "activation conv0.act.output_quant", "weight depthwise1.conv",
+              "activation depthwise1.act.output_quant", "weight conv1.conv", "activation conv1.act.output_quant",
+              "weight classifier", "activation classifier.output_quant"});
+  }
 }
