@@ -1,0 +1,207 @@
+// Integer kernels of the int8 runtime (quant/int8_model.h): every op the
+// converted graph executes, on int8 NHWC tensors with TFLite's arithmetic.
+// Each op has a naive scalar reference (namespace ref) and a fast version;
+// the two are bit-exact (tests/quant/test_int8_kernels.cpp).
+//
+//   quant::int8::ConvParams p{...};                      // shapes, zero points, clamp
+//   std::vector<QuantizedMultiplier> m = ...;             // one per output channel
+//   quant::int8::Conv2dKernel conv(p, weights, bias, m);  // prepares oneDNN once
+//   conv.run(x, y);                                       // x [N,H,W,Cin] int8 -> y int8
+//   quant::int8::ref::conv2d(p, weights, bias, m.data(), x, y_ref);  // same bytes
+//
+// Conventions shared by all ops:
+//  - real = (q - zero_point) * scale; int8 codes in [-128, 127].
+//  - accumulators are exact int32; rescaling uses quant::multiply_by_quantized_multiplier
+//    (quant/scheme.h); the result gets the output zero point added and is
+//    clamped to [act_min, act_max] (the fused activation, in output codes;
+//    no activation: [-128, 127]).
+//  - rounding of real → int8 (quantize) is half away from zero (TFLite).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "quant/scheme.h"
+
+namespace bonsai::quant::int8 {
+
+// ---- convolution (regular and depthwise) -----------------------------------
+
+struct ConvParams {
+  int n = 1, h = 0, w = 0, c_in = 0;  // input [n, h, w, c_in]
+  int oh = 0, ow = 0, c_out = 0;      // output [n, oh, ow, c_out]
+  int kh = 1, kw = 1;
+  int stride_h = 1, stride_w = 1;
+  int dilation_h = 1, dilation_w = 1;
+  int pad_top = 0, pad_left = 0;  // bottom/right follow from the output size
+  int groups = 1;                 // 1, or c_in == c_out (depthwise)
+  int32_t input_zero_point = 0;   // padded positions hold this code (real 0)
+  int32_t output_zero_point = 0;
+  int32_t act_min = -128, act_max = 127;
+};
+// weights: HWIO int8 [kh, kw, c_in/groups, c_out] (depthwise: [kh, kw, 1, c]),
+// symmetric (zero point 0); bias: int32 [c_out] (may be null: zeros);
+// multipliers: [c_out], each s_in * s_w[c] / s_out.
+//   acc[c] = bias[c] + Σ (x - input_zero_point) * w   over the window
+//   y = clamp(MBQM(acc, multipliers[c]) + output_zero_point, act_min, act_max)
+
+// The fast path: oneDNN int8 convolution into int32 accumulators, then the
+// requantization above. oneDNN is exact only on VNNI CPUs and while
+// 128 * Σ|w| <= 2^24 for every output channel (its kernels round weights
+// without VNNI and pass accumulators through f32); otherwise the
+// accumulators come from a direct integer loop. Construction checks the
+// shapes and reorders the weights once; run() may be called any number of
+// times, one call at a time (it uses scratch buffers held by the kernel).
+class Conv2dKernel {
+ public:
+  Conv2dKernel(const ConvParams& p, const int8_t* weights, const int32_t* bias,
+               const std::vector<QuantizedMultiplier>& multipliers);
+  ~Conv2dKernel();
+  Conv2dKernel(const Conv2dKernel&) = delete;
+  Conv2dKernel& operator=(const Conv2dKernel&) = delete;
+  void run(const int8_t* x, int8_t* y);
+  const ConvParams& params() const { return p_; }
+
+ private:
+  struct Impl;
+  ConvParams p_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---- fully connected ---------------------------------------------------------
+
+struct FullyConnectedParams {
+  int n = 1, in = 0, out = 0;  // x [n, in] -> y [n, out]
+  int32_t input_zero_point = 0, output_zero_point = 0;
+  int32_t act_min = -128, act_max = 127;
+  QuantizedMultiplier multiplier;  // s_in * s_w / s_out (per tensor)
+};
+// weights int8 [in, out] (bonsai's dense layout), bias int32 [out] or null.
+void fully_connected(const FullyConnectedParams& p, const int8_t* weights, const int32_t* bias,
+                     const int8_t* x, int8_t* y);
+
+// ---- elementwise -------------------------------------------------------------
+
+// TFLite's int8 ADD: both inputs shifted left by 20 bits and rescaled to
+// twice the larger input scale, summed, rescaled to the output.
+struct AddParams {
+  int32_t input1_offset = 0, input2_offset = 0;  // -zero_point
+  int32_t output_offset = 0;                     // +zero_point
+  int left_shift = 20;
+  QuantizedMultiplier input1_multiplier, input2_multiplier, output_multiplier;
+  int32_t act_min = -128, act_max = 127;
+};
+// As TFLite's PrepareGeneralSubOp / CalculateQuantizedAddParams:
+//   twice_max = 2 * max(s1, s2)
+//   input1_multiplier = s1 / twice_max, input2_multiplier = s2 / twice_max,
+//   output_multiplier = twice_max / ((1 << left_shift) * s_out)
+AddParams make_add_params(const AffineQuant& in1, const AffineQuant& in2, const AffineQuant& out,
+                          int32_t act_min = -128, int32_t act_max = 127);
+// a, b, y: `count` elements each.
+void add(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_t count);
+
+// TFLite's int8 MUL: acc = (a - za) * (b - zb); y = MBQM(acc, s_a*s_b/s_out) + zo.
+struct MulParams {
+  int32_t input1_offset = 0, input2_offset = 0, output_offset = 0;
+  QuantizedMultiplier multiplier;
+  int32_t act_min = -128, act_max = 127;
+};
+MulParams make_mul_params(const AffineQuant& in1, const AffineQuant& in2, const AffineQuant& out,
+                          int32_t act_min = -128, int32_t act_max = 127);
+// a [outer, inner]; b [outer / broadcast_group, inner]: row r of a meets row
+// r / broadcast_group of b. broadcast_group = 1: b has a's shape. The SE case,
+// a [N, H, W, C] times b [N, 1, 1, C]: outer = N*H*W, inner = C,
+// broadcast_group = H*W.
+void mul(const MulParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_t outer, int64_t inner,
+         int64_t broadcast_group);
+
+// A 256-entry table: y = table[x + 128]. Unary ops (hard_swish, sigmoid,
+// hard_sigmoid, relu on its own, ...) are tables computed at conversion
+// from the quantization parameters, so they equal the simulation exactly.
+void lookup(const int8_t* table, const int8_t* x, int8_t* y, int64_t count);
+// The table for f: table[q + 128] = quantize(f(dequantize(q, in)), out).
+std::vector<int8_t> make_table(const AffineQuant& in, const AffineQuant& out, float (*f)(float));
+
+// Requantize to other parameters: y = clamp(MBQM(x - zi, m) + zo), m = s_in / s_out.
+struct RequantizeParams {
+  int32_t input_zero_point = 0, output_zero_point = 0;
+  QuantizedMultiplier multiplier;
+};
+RequantizeParams make_requantize_params(const AffineQuant& in, const AffineQuant& out);
+void requantize(const RequantizeParams& p, const int8_t* x, int8_t* y, int64_t count);
+
+// ---- pooling, resize, concat -------------------------------------------------
+
+// Mean over H and W: x [n, h, w, c] -> y [n, 1, 1, c].
+//   acc = Σ (x - zi); y = clamp(MBQM(acc, s_in / (s_out * h * w)) + zo)
+struct MeanParams {
+  int n = 1, h = 0, w = 0, c = 0;
+  int32_t input_zero_point = 0, output_zero_point = 0;
+  QuantizedMultiplier multiplier;  // s_in / (s_out * h * w)
+};
+MeanParams make_mean_params(int n, int h, int w, int c, const AffineQuant& in, const AffineQuant& out);
+void mean_hw(const MeanParams& p, const int8_t* x, int8_t* y);
+
+// Average pooling with explicit padding; padded positions are not counted
+// (TF semantics): acc = Σ over valid (x - zi), count = number of valid
+// positions; y = clamp(MBQM(acc, s_in / (s_out * count)) + zo). A window
+// wholly in the padding gives zo.
+struct PoolParams {
+  int n = 1, h = 0, w = 0, c = 0;
+  int oh = 0, ow = 0;
+  int kh = 1, kw = 1, stride_h = 1, stride_w = 1;
+  int pad_top = 0, pad_left = 0;
+  int32_t input_zero_point = 0, output_zero_point = 0;
+  double input_scale = 1.0, output_scale = 1.0;  // avg pool: multipliers per count
+};
+void avg_pool(const PoolParams& p, const int8_t* x, int8_t* y);
+// Max pooling: the output shares the input's quantization; padding ignored
+// (a window wholly in the padding gives -128).
+void max_pool(const PoolParams& p, const int8_t* x, int8_t* y);
+
+// Bilinear resize with half-pixel centres (ops::resize_bilinear's geometry),
+// in fixed point: source coordinates with 10 fractional bits, products of
+// the two weights with 20, then
+//   y = clamp(MBQM(Σ w * (x - zi), s_in / (s_out * 2^20)) + zo)
+struct ResizeParams {
+  int n = 1, h = 0, w = 0, c = 0;
+  int oh = 0, ow = 0;
+  int32_t input_zero_point = 0, output_zero_point = 0;
+  QuantizedMultiplier multiplier;  // s_in / (s_out * 2^20)
+};
+ResizeParams make_resize_params(int n, int h, int w, int c, int oh, int ow, const AffineQuant& in,
+                                const AffineQuant& out);
+void resize_bilinear(const ResizeParams& p, const int8_t* x, int8_t* y);
+
+// Concatenation along the last axis of inputs [rows, c_i] into [rows, Σ c_i];
+// each input is requantized to the output's parameters (copied when equal).
+struct ConcatInput {
+  const int8_t* data = nullptr;
+  int c = 0;
+  AffineQuant quant;
+};
+void concat(const std::vector<ConcatInput>& inputs, const AffineQuant& out, int64_t rows, int8_t* y);
+
+// ---- float boundaries ----------------------------------------------------------
+
+void quantize(const float* x, const AffineQuant& q, int8_t* y, int64_t count);
+void dequantize(const int8_t* x, const AffineQuant& q, float* y, int64_t count);
+
+// ---- naive references ------------------------------------------------------------
+
+namespace ref {
+void conv2d(const ConvParams& p, const int8_t* weights, const int32_t* bias,
+            const QuantizedMultiplier* multipliers, const int8_t* x, int8_t* y);
+void fully_connected(const FullyConnectedParams& p, const int8_t* weights, const int32_t* bias,
+                     const int8_t* x, int8_t* y);
+void add(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_t count);
+void mul(const MulParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_t outer, int64_t inner,
+         int64_t broadcast_group);
+void mean_hw(const MeanParams& p, const int8_t* x, int8_t* y);
+void avg_pool(const PoolParams& p, const int8_t* x, int8_t* y);
+void max_pool(const PoolParams& p, const int8_t* x, int8_t* y);
+void resize_bilinear(const ResizeParams& p, const int8_t* x, int8_t* y);
+}  // namespace ref
+
+}  // namespace bonsai::quant::int8

@@ -1,0 +1,497 @@
+// The int8 kernels (quant/int8_kernels.h): every fast kernel byte for byte
+// against its naive reference on random codes, and the references against
+// the real-valued computation they stand for (within one output code).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/ops.h"
+#include "quant/int8_kernels.h"
+
+using namespace bonsai;
+using namespace bonsai::quant;
+using namespace bonsai::quant::int8;
+
+namespace {
+
+std::vector<int8_t> random_codes(size_t n, std::mt19937& rng, int lo = -128, int hi = 127) {
+  std::uniform_int_distribution<int> d(lo, hi);
+  std::vector<int8_t> v(n);
+  for (int8_t& x : v) x = static_cast<int8_t>(d(rng));
+  return v;
+}
+
+// The largest difference between two code vectors of equal size.
+int max_code_diff(const std::vector<int8_t>& a, const std::vector<int8_t>& b) {
+  int d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::abs(int{a[i]} - int{b[i]}));
+  return d;
+}
+
+// An activation quantizer with scale in [lo, hi) and a random zero point.
+AffineQuant random_quant(std::mt19937& rng, float lo = 0.01f, float hi = 0.1f) {
+  std::uniform_real_distribution<float> s(lo, hi);
+  std::uniform_int_distribution<int> z(-128, 127);
+  return {.scale = s(rng), .zero_point = z(rng)};
+}
+
+// ---- convolution --------------------------------------------------------------
+
+struct ConvCase {
+  std::string name;
+  ConvParams p;
+};
+
+// A conv with TF 'SAME' padding (asymmetric: the extra row/column at the
+// bottom/right) or, with same = false, 'VALID'.
+ConvParams conv(int n, int h, int w, int c_in, int c_out, int k, int stride, int dilation, int groups,
+                bool same, int32_t zi, int32_t zo) {
+  ops::Padding pad;
+  if (same) pad = ops::tf_same_padding(h, w, k, k, stride, stride, dilation, dilation);
+  return {.n = n, .h = h, .w = w, .c_in = c_in,
+          .oh = static_cast<int>(ops::conv_out_size(h, k, stride, dilation, pad.top, pad.bottom)),
+          .ow = static_cast<int>(ops::conv_out_size(w, k, stride, dilation, pad.left, pad.right)),
+          .c_out = c_out, .kh = k, .kw = k, .stride_h = stride, .stride_w = stride, .dilation_h = dilation,
+          .dilation_w = dilation, .pad_top = pad.top, .pad_left = pad.left, .groups = groups,
+          .input_zero_point = zi, .output_zero_point = zo};
+}
+
+std::vector<ConvCase> conv_cases() {
+  std::vector<ConvCase> cases = {
+      {"1x1", conv(1, 8, 8, 16, 24, 1, 1, 1, 1, true, -5, 3)},
+      {"1x1 stride 2, no copy", conv(1, 8, 10, 16, 8, 1, 2, 1, 1, true, 17, -20)},
+      {"3x3 stride 1 SAME, zi -128", conv(1, 9, 7, 16, 32, 3, 1, 1, 1, true, -128, 0)},
+      {"3x3 stride 2 SAME, extra bottom/right, zi 127", conv(1, 8, 8, 16, 16, 3, 2, 1, 1, true, 127, -7)},
+      {"3x3 stride 2 VALID, last row unused", conv(1, 8, 9, 8, 8, 3, 2, 1, 1, false, 40, 10)},
+      {"3x3 dilation 2", conv(1, 10, 10, 8, 8, 3, 1, 2, 1, true, -60, 5)},
+      {"depthwise 3x3", conv(1, 9, 9, 24, 24, 3, 1, 1, 24, true, 3, -1)},
+      {"depthwise 5x5 stride 2, odd input", conv(1, 11, 11, 16, 16, 5, 2, 1, 16, true, -128, 2)},
+      {"depthwise 5x5 stride 2, even input", conv(1, 12, 12, 16, 16, 5, 2, 1, 16, true, 127, 0)},
+      {"batch 2, 3 -> 13 channels, stride 2", conv(2, 10, 9, 3, 13, 3, 2, 1, 1, true, -128, -128)},
+      {"depthwise batch 2, odd channels", conv(2, 7, 6, 13, 13, 3, 1, 1, 13, true, 90, 30)},
+  };
+  // Fused ReLU6-like clamp on a small window of codes.
+  cases.push_back({"act clamp", conv(1, 6, 6, 8, 8, 3, 1, 1, 1, true, -100, -128)});
+  cases.back().p.act_min = -128;
+  cases.back().p.act_max = -60;
+  return cases;
+}
+
+// Weights in [-127, 127] (narrow range), bias, and multipliers that put the
+// outputs across the code range.
+struct ConvData {
+  std::vector<int8_t> weights, x;
+  std::vector<int32_t> bias;
+  std::vector<QuantizedMultiplier> multipliers;
+};
+
+ConvData conv_data(const ConvParams& p, std::mt19937& rng) {
+  ConvData d;
+  const int taps = p.kh * p.kw * (p.c_in / p.groups);
+  d.weights = random_codes(static_cast<size_t>(taps) * p.c_out, rng, -127, 127);
+  d.x = random_codes(static_cast<size_t>(p.n) * p.h * p.w * p.c_in, rng);
+  std::uniform_int_distribution<int32_t> b(-20000, 20000);
+  std::uniform_real_distribution<double> f(0.5, 2.0);
+  for (int c = 0; c < p.c_out; ++c) {
+    d.bias.push_back(b(rng));
+    // |acc| ~ sqrt(taps) * 74 * 127 / sqrt(3) (uniform codes): aim for ~40 codes.
+    const double typical = std::sqrt(double(taps)) * 74.0 * 127.0 / std::sqrt(3.0);
+    d.multipliers.push_back(quantize_multiplier(f(rng) * 40.0 / typical));
+  }
+  return d;
+}
+
+size_t output_size(const ConvParams& p) { return static_cast<size_t>(p.n) * p.oh * p.ow * p.c_out; }
+
+}  // namespace
+
+TEST_CASE("int8 kernels: Conv2dKernel matches ref::conv2d byte for byte") {
+  std::mt19937 rng(11);
+  for (const ConvCase& c : conv_cases()) {
+    SUBCASE(c.name.c_str()) {
+      const ConvParams& p = c.p;
+      ConvData d = conv_data(p, rng);
+      std::vector<int8_t> y(output_size(p)), y_ref(output_size(p));
+      ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data());
+      Conv2dKernel kernel(p, d.weights.data(), d.bias.data(), d.multipliers);
+      kernel.run(d.x.data(), y.data());
+      CHECK(y == y_ref);
+      // The outputs are not all clamped: the case tests the arithmetic.
+      CHECK(max_code_diff(y_ref, std::vector<int8_t>(y_ref.size(), y_ref[0])) > 0);
+      // A second run on new input reuses the prepared primitive and scratch.
+      d.x = random_codes(d.x.size(), rng);
+      ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data());
+      kernel.run(d.x.data(), y.data());
+      CHECK(y == y_ref);
+    }
+  }
+}
+
+TEST_CASE("int8 kernels: Conv2dKernel without bias, and with accumulators past 2^24") {
+  std::mt19937 rng(12);
+  SUBCASE("null bias") {
+    ConvParams p = conv(1, 7, 7, 8, 8, 3, 1, 1, 1, true, 9, 0);
+    ConvData d = conv_data(p, rng);
+    std::vector<int8_t> y(output_size(p)), y_ref(output_size(p));
+    ref::conv2d(p, d.weights.data(), nullptr, d.multipliers.data(), d.x.data(), y_ref.data());
+    Conv2dKernel(p, d.weights.data(), nullptr, d.multipliers).run(d.x.data(), y.data());
+    CHECK(y == y_ref);
+  }
+  SUBCASE("accumulators past 2^24") {
+    // x == zi almost everywhere, so the true accumulators Σ (x - zi) * w are
+    // small, while Σ x*w (what oneDNN sums before zi * Σw comes off) is about
+    // 127 * 113 * 3*3*256 > 2^24, where oneDNN's f32 store would round it:
+    // the kernel must take its integer path.
+    ConvParams p = conv(1, 5, 5, 256, 8, 3, 1, 1, 1, true, 127, 0);
+    ConvData d = conv_data(p, rng);
+    d.weights = random_codes(d.weights.size(), rng, 100, 127);
+    std::bernoulli_distribution off_zero(0.0005);
+    for (int8_t& v : d.x) v = off_zero(rng) ? 126 : 127;
+    std::fill(d.bias.begin(), d.bias.end(), 0);
+    std::fill(d.multipliers.begin(), d.multipliers.end(), quantize_multiplier(0.5));
+    std::vector<int8_t> y(output_size(p)), y_ref(output_size(p));
+    ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data());
+    Conv2dKernel(p, d.weights.data(), d.bias.data(), d.multipliers).run(d.x.data(), y.data());
+    CHECK(y == y_ref);
+  }
+}
+
+TEST_CASE("int8 kernels: Conv2dKernel rejects shapes it cannot run") {
+  std::vector<int8_t> w(3 * 3 * 4 * 8);
+  std::vector<QuantizedMultiplier> m(8, quantize_multiplier(0.01));
+  ConvParams grouped = conv(1, 6, 6, 8, 8, 3, 1, 1, 2, true, 0, 0);  // groups 2: not depthwise
+  CHECK_THROWS(Conv2dKernel(grouped, w.data(), nullptr, m));
+  ConvParams p = conv(1, 6, 6, 8, 8, 3, 1, 1, 1, true, 0, 0);
+  CHECK_THROWS(Conv2dKernel(p, w.data(), nullptr, std::vector<QuantizedMultiplier>(7)));
+}
+
+TEST_CASE("int8 kernels: ref::conv2d agrees with the real-valued convolution") {
+  // Dequantized input and per-channel weights, float bias, real-valued conv
+  // with zero padding, then quantized to the output: within one code.
+  std::mt19937 rng(13);
+  const std::vector<ConvCase> cases = {
+      {"3x3 stride 2 SAME, zi 127", conv(2, 8, 7, 5, 6, 3, 2, 1, 1, true, 127, -7)},
+      {"depthwise 5x5 stride 2", conv(1, 12, 12, 8, 8, 5, 2, 1, 8, true, -128, 4)},
+  };
+  for (const ConvCase& c : cases) {
+    SUBCASE(c.name.c_str()) {
+      const ConvParams& p = c.p;
+      ConvData d = conv_data(p, rng);
+      const AffineQuant in{.scale = 0.03f, .zero_point = p.input_zero_point};
+      const AffineQuant out{.scale = 0.05f, .zero_point = p.output_zero_point};
+      std::uniform_real_distribution<double> ws(0.002, 0.01);
+      std::vector<double> w_scale(p.c_out);
+      for (int co = 0; co < p.c_out; ++co) {
+        w_scale[co] = ws(rng);
+        d.multipliers[co] = quantize_multiplier(in.scale * w_scale[co] / out.scale);
+      }
+      std::vector<int8_t> y_ref(output_size(p));
+      ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data());
+
+      const int ci_g = p.c_in / p.groups, co_g = p.c_out / p.groups;
+      int worst = 0;
+      for (int n = 0; n < p.n; ++n)
+        for (int oy = 0; oy < p.oh; ++oy)
+          for (int ox = 0; ox < p.ow; ++ox)
+            for (int co = 0; co < p.c_out; ++co) {
+              double real = d.bias[co] * in.scale * w_scale[co];
+              for (int ky = 0; ky < p.kh; ++ky)
+                for (int kx = 0; kx < p.kw; ++kx) {
+                  const int iy = oy * p.stride_h - p.pad_top + ky * p.dilation_h;
+                  const int ix = ox * p.stride_w - p.pad_left + kx * p.dilation_w;
+                  if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) continue;
+                  for (int ci = 0; ci < ci_g; ++ci) {
+                    const int8_t xq = d.x[((n * p.h + iy) * p.w + ix) * p.c_in + co / co_g * ci_g + ci];
+                    const int8_t wq = d.weights[((ky * p.kw + kx) * ci_g + ci) * p.c_out + co];
+                    real += dequantize_value(xq, in) * (wq * w_scale[co]);
+                  }
+                }
+              const int expected = quantize_value(static_cast<float>(real), out);
+              const int got = y_ref[((n * p.oh + oy) * p.ow + ox) * p.c_out + co];
+              worst = std::max(worst, std::abs(got - expected));
+            }
+      CHECK(worst <= 1);
+    }
+  }
+}
+
+TEST_CASE("int8 kernels: fully_connected matches its reference") {
+  std::mt19937 rng(14);
+  struct Dims {
+    int n, in, out;
+  };
+  for (Dims s : {Dims{1, 64, 10}, Dims{3, 37, 13}, Dims{2, 1280, 5}}) {
+    FullyConnectedParams p{
+        .n = s.n, .in = s.in, .out = s.out, .input_zero_point = -77, .output_zero_point = 12};
+    p.multiplier = quantize_multiplier(40.0 / (std::sqrt(double(s.in)) * 74 * 73));
+    const std::vector<int8_t> w = random_codes(size_t(s.in) * s.out, rng, -127, 127);
+    const std::vector<int8_t> x = random_codes(size_t(s.n) * s.in, rng);
+    std::vector<int32_t> bias(s.out);
+    for (int o = 0; o < s.out; ++o) bias[o] = (o * 7919) % 20001 - 10000;
+    for (const int32_t* b :
+         {static_cast<const int32_t*>(nullptr), static_cast<const int32_t*>(bias.data())}) {
+      std::vector<int8_t> y(size_t(s.n) * s.out), y_ref(y.size());
+      fully_connected(p, w.data(), b, x.data(), y.data());
+      ref::fully_connected(p, w.data(), b, x.data(), y_ref.data());
+      CHECK(y == y_ref);
+    }
+  }
+}
+
+TEST_CASE("int8 kernels: add follows TFLite and the real sum") {
+  std::mt19937 rng(15);
+  SUBCASE("random scales, both orders of the larger input scale") {
+    for (int trial = 0; trial < 6; ++trial) {
+      const AffineQuant qa = random_quant(rng, 0.01f, 0.2f), qb = random_quant(rng, 0.01f, 0.2f);
+      const AffineQuant qo = random_quant(rng, 0.02f, 0.3f);
+      const AddParams p = make_add_params(qa, qb, qo);
+      const double twice_max = 2 * std::max<double>(qa.scale, qb.scale);
+      CHECK(p.left_shift == 20);
+      CHECK(p.input1_offset == -qa.zero_point);
+      CHECK(p.input2_offset == -qb.zero_point);
+      CHECK(p.output_offset == qo.zero_point);
+      CHECK(p.input1_multiplier.multiplier == quantize_multiplier(qa.scale / twice_max).multiplier);
+      CHECK(p.input2_multiplier.shift == quantize_multiplier(qb.scale / twice_max).shift);
+      CHECK(p.output_multiplier.multiplier ==
+            quantize_multiplier(twice_max / ((1 << 20) * double(qo.scale))).multiplier);
+      const int64_t count = 1000 + trial;  // also a tail past any vector width
+      const std::vector<int8_t> a = random_codes(count, rng), b = random_codes(count, rng);
+      std::vector<int8_t> y(count), y_ref(count), y_real(count);
+      add(p, a.data(), b.data(), y.data(), count);
+      ref::add(p, a.data(), b.data(), y_ref.data(), count);
+      CHECK(y == y_ref);
+      for (int64_t i = 0; i < count; ++i) {
+        const float real = dequantize_value(a[i], qa) + dequantize_value(b[i], qb);
+        y_real[i] = static_cast<int8_t>(quantize_value(real, qo));
+      }
+      CHECK(max_code_diff(y_ref, y_real) <= 1);
+    }
+  }
+  SUBCASE("fused activation clamps") {
+    const AffineQuant q{.scale = 0.05f, .zero_point = -10};
+    const AddParams p = make_add_params(q, q, q, -10, 100);
+    const std::vector<int8_t> a = random_codes(500, rng), b = random_codes(500, rng);
+    std::vector<int8_t> y(500), y_ref(500);
+    add(p, a.data(), b.data(), y.data(), 500);
+    ref::add(p, a.data(), b.data(), y_ref.data(), 500);
+    CHECK(y == y_ref);
+    CHECK(std::all_of(y.begin(), y.end(), [](int8_t v) { return v >= -10 && v <= 100; }));
+  }
+}
+
+TEST_CASE("int8 kernels: mul, elementwise and the SE broadcast, against the real product") {
+  std::mt19937 rng(16);
+  const AffineQuant qa = random_quant(rng, 0.02f, 0.05f);
+  const AffineQuant qb{.scale = 1.0f / 256, .zero_point = -128};  // a sigmoid-like gate in [0, 1)
+  const AffineQuant qo = random_quant(rng, 0.02f, 0.05f);
+  const MulParams p = make_mul_params(qa, qb, qo);
+  struct Dims {
+    int64_t outer, inner, group;
+  };
+  // Same shape; SE [2, 5, 7, 24] * [2, 1, 1, 24]; an odd channel count.
+  for (Dims s : {Dims{40, 33, 1}, Dims{2 * 35, 24, 35}, Dims{3 * 4, 13, 4}}) {
+    const std::vector<int8_t> a = random_codes(s.outer * s.inner, rng);
+    const std::vector<int8_t> b = random_codes(s.outer / s.group * s.inner, rng);
+    std::vector<int8_t> y(a.size()), y_ref(a.size()), y_real(a.size());
+    mul(p, a.data(), b.data(), y.data(), s.outer, s.inner, s.group);
+    ref::mul(p, a.data(), b.data(), y_ref.data(), s.outer, s.inner, s.group);
+    CHECK(y == y_ref);
+    for (int64_t r = 0; r < s.outer; ++r)
+      for (int64_t i = 0; i < s.inner; ++i) {
+        const float real =
+            dequantize_value(a[r * s.inner + i], qa) * dequantize_value(b[r / s.group * s.inner + i], qb);
+        y_real[r * s.inner + i] = static_cast<int8_t>(quantize_value(real, qo));
+      }
+    CHECK(max_code_diff(y_ref, y_real) <= 1);
+  }
+}
+
+TEST_CASE("int8 kernels: requantize matches the scheme's MBQM, right and left shifts") {
+  // The fast kernels' inline MBQM against quant::multiply_by_quantized_multiplier,
+  // from a right shift of 19 to a left shift of 4.
+  std::mt19937 rng(17);
+  const std::vector<int8_t> x = random_codes(4096, rng);
+  for (double ratio : {1e-6, 0.003, 0.49, 0.5, 1.0, 1.7, 11.3}) {
+    const AffineQuant in{.scale = 0.04f, .zero_point = 31};
+    const AffineQuant out{.scale = static_cast<float>(0.04 / ratio), .zero_point = -9};
+    const RequantizeParams p = make_requantize_params(in, out);
+    std::vector<int8_t> y(x.size());
+    requantize(p, x.data(), y.data(), static_cast<int64_t>(x.size()));
+    bool same = true;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const int32_t q =
+          multiply_by_quantized_multiplier(x[i] - p.input_zero_point, p.multiplier) + p.output_zero_point;
+      same = same && y[i] == static_cast<int8_t>(std::clamp(q, -128, 127));
+    }
+    CHECK_MESSAGE(same, "ratio " << ratio);
+  }
+}
+
+TEST_CASE("int8 kernels: lookup through make_table equals quantize(f(dequantize))") {
+  const AffineQuant in{.scale = 0.05f, .zero_point = -20}, out{.scale = 0.03f, .zero_point = -90};
+  auto hard_swish = [](float v) { return v * std::min(std::max(v + 3.0f, 0.0f), 6.0f) / 6.0f; };
+  const std::vector<int8_t> table = make_table(in, out, hard_swish);
+  REQUIRE(table.size() == 256);
+  std::vector<int8_t> x(256), y(256);
+  for (int q = -128; q <= 127; ++q) x[q + 128] = static_cast<int8_t>(q);
+  lookup(table.data(), x.data(), y.data(), 256);
+  for (int q = -128; q <= 127; ++q)
+    CHECK(y[q + 128] == quantize_value(hard_swish(dequantize_value(q, in)), out));
+}
+
+TEST_CASE("int8 kernels: mean_hw matches its reference and the real mean") {
+  std::mt19937 rng(18);
+  struct Dims {
+    int n, h, w, c;
+  };
+  for (Dims s : {Dims{1, 7, 7, 32}, Dims{2, 5, 3, 13}, Dims{1, 1, 1, 8}}) {
+    const AffineQuant in = random_quant(rng), out = random_quant(rng, 0.005f, 0.05f);
+    const MeanParams p = make_mean_params(s.n, s.h, s.w, s.c, in, out);
+    const std::vector<int8_t> x = random_codes(size_t(s.n) * s.h * s.w * s.c, rng);
+    std::vector<int8_t> y(size_t(s.n) * s.c), y_ref(y.size()), y_real(y.size());
+    mean_hw(p, x.data(), y.data());
+    ref::mean_hw(p, x.data(), y_ref.data());
+    CHECK(y == y_ref);
+    for (int n = 0; n < s.n; ++n)
+      for (int c = 0; c < s.c; ++c) {
+        double sum = 0;
+        for (int i = 0; i < s.h * s.w; ++i)
+          sum += dequantize_value(x[(size_t(n) * s.h * s.w + i) * s.c + c], in);
+        y_real[size_t(n) * s.c + c] =
+            static_cast<int8_t>(quantize_value(static_cast<float>(sum / (s.h * s.w)), out));
+      }
+    CHECK(max_code_diff(y_ref, y_real) <= 1);
+  }
+}
+
+namespace {
+
+PoolParams pool(int n, int h, int w, int c, int k, int stride, bool same) {
+  ops::Padding pad;
+  if (same) pad = ops::tf_same_padding(h, w, k, k, stride, stride);
+  return {.n = n, .h = h, .w = w, .c = c,
+          .oh = static_cast<int>(ops::conv_out_size(h, k, stride, 1, pad.top, pad.bottom)),
+          .ow = static_cast<int>(ops::conv_out_size(w, k, stride, 1, pad.left, pad.right)),
+          .kh = k, .kw = k, .stride_h = stride, .stride_w = stride, .pad_top = pad.top, .pad_left = pad.left};
+}
+
+}  // namespace
+
+TEST_CASE("int8 kernels: avg_pool and max_pool match their references") {
+  std::mt19937 rng(19);
+  const std::vector<std::pair<std::string, PoolParams>> cases = {
+      {"3x3 stride 1 SAME", pool(1, 7, 6, 16, 3, 1, true)},
+      {"2x2 stride 2", pool(2, 8, 8, 13, 2, 2, false)},
+      {"3x3 stride 2 SAME, extra bottom/right", pool(1, 8, 10, 8, 3, 2, true)},
+      {"5x5 stride 1 SAME", pool(1, 6, 6, 5, 5, 1, true)},
+  };
+  for (const auto& [name, base] : cases) {
+    SUBCASE(name.c_str()) {
+      PoolParams p = base;
+      const AffineQuant in = random_quant(rng), out = random_quant(rng);
+      p.input_zero_point = in.zero_point;
+      p.output_zero_point = out.zero_point;
+      p.input_scale = in.scale;
+      p.output_scale = out.scale;
+      const std::vector<int8_t> x = random_codes(size_t(p.n) * p.h * p.w * p.c, rng);
+      const size_t ny = size_t(p.n) * p.oh * p.ow * p.c;
+      std::vector<int8_t> y(ny), y_ref(ny), y_real(ny);
+      avg_pool(p, x.data(), y.data());
+      ref::avg_pool(p, x.data(), y_ref.data());
+      CHECK(y == y_ref);
+      // Real mean over the window's pixels inside the image.
+      for (int n = 0; n < p.n; ++n)
+        for (int oy = 0; oy < p.oh; ++oy)
+          for (int ox = 0; ox < p.ow; ++ox)
+            for (int c = 0; c < p.c; ++c) {
+              double sum = 0;
+              int count = 0;
+              for (int iy = oy * p.stride_h - p.pad_top; iy < oy * p.stride_h - p.pad_top + p.kh; ++iy)
+                for (int ix = ox * p.stride_w - p.pad_left; ix < ox * p.stride_w - p.pad_left + p.kw; ++ix)
+                  if (iy >= 0 && iy < p.h && ix >= 0 && ix < p.w) {
+                    sum += dequantize_value(x[((size_t(n) * p.h + iy) * p.w + ix) * p.c + c], in);
+                    ++count;
+                  }
+              y_real[((size_t(n) * p.oh + oy) * p.ow + ox) * p.c + c] =
+                  static_cast<int8_t>(quantize_value(static_cast<float>(sum / count), out));
+            }
+      CHECK(max_code_diff(y_ref, y_real) <= 1);
+
+      max_pool(p, x.data(), y.data());
+      ref::max_pool(p, x.data(), y_ref.data());
+      CHECK(y == y_ref);
+    }
+  }
+}
+
+TEST_CASE("int8 kernels: resize_bilinear matches its reference and ops::resize_bilinear") {
+  std::mt19937 rng(20);
+  struct Dims {
+    int n, h, w, c, oh, ow;
+  };
+  // Upsample x2, upsample by odd factors, downsample, identity.
+  for (Dims s : {Dims{1, 7, 5, 16, 14, 10}, Dims{2, 5, 9, 13, 33, 17}, Dims{1, 16, 16, 8, 5, 7},
+                  Dims{1, 4, 6, 3, 4, 6}}) {
+    // Similar scales: the 10-bit geometry then stays within a code of the float one.
+    const AffineQuant in = random_quant(rng, 0.03f, 0.04f), out = random_quant(rng, 0.03f, 0.04f);
+    const ResizeParams p = make_resize_params(s.n, s.h, s.w, s.c, s.oh, s.ow, in, out);
+    const std::vector<int8_t> x = random_codes(size_t(s.n) * s.h * s.w * s.c, rng);
+    const size_t ny = size_t(s.n) * s.oh * s.ow * s.c;
+    std::vector<int8_t> y(ny), y_ref(ny), y_real(ny);
+    resize_bilinear(p, x.data(), y.data());
+    ref::resize_bilinear(p, x.data(), y_ref.data());
+    CHECK(y == y_ref);
+    Tensor xf = Tensor::empty({s.n, s.h, s.w, s.c});
+    dequantize(x.data(), in, xf.data<float>(), xf.numel());
+    const Tensor yf = ops::resize_bilinear(xf, s.oh, s.ow);
+    quantize(yf.data<float>(), out, y_real.data(), yf.numel());
+    CHECK(max_code_diff(y_ref, y_real) <= 1);
+  }
+}
+
+TEST_CASE("int8 kernels: concat requantizes each input to the output") {
+  std::mt19937 rng(21);
+  const AffineQuant out{.scale = 0.04f, .zero_point = -3};
+  const AffineQuant other{.scale = 0.07f, .zero_point = 25};
+  const int64_t rows = 30;
+  const std::vector<int8_t> a = random_codes(rows * 5, rng), b = random_codes(rows * 8, rng),
+                            c = random_codes(rows * 3, rng);
+  const std::vector<ConcatInput> inputs = {{.data = a.data(), .c = 5, .quant = out},
+                                           {.data = b.data(), .c = 8, .quant = other},
+                                           {.data = c.data(), .c = 3, .quant = out}};
+  std::vector<int8_t> y(rows * 16);
+  concat(inputs, out, rows, y.data());
+  std::vector<int8_t> b_requant(b.size());
+  requantize(make_requantize_params(other, out), b.data(), b_requant.data(), static_cast<int64_t>(b.size()));
+  bool same = true;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int i = 0; i < 5; ++i) same = same && y[r * 16 + i] == a[r * 5 + i];
+    for (int i = 0; i < 8; ++i) same = same && y[r * 16 + 5 + i] == b_requant[r * 8 + i];
+    for (int i = 0; i < 3; ++i) same = same && y[r * 16 + 13 + i] == c[r * 3 + i];
+  }
+  CHECK(same);
+}
+
+TEST_CASE("int8 kernels: quantize and dequantize round-trip") {
+  const AffineQuant q{.scale = 0.02f, .zero_point = 14};
+  std::vector<int8_t> codes(256), back(256);
+  for (int v = -128; v <= 127; ++v) codes[v + 128] = static_cast<int8_t>(v);
+  std::vector<float> real(256);
+  dequantize(codes.data(), q, real.data(), 256);
+  quantize(real.data(), q, back.data(), 256);
+  CHECK(back == codes);
+  // Reals inside the range come back within half a step; outside, clamped.
+  const std::vector<float> xs = {-2.8f, -0.013f, 0.0f, 0.011f, 0.5f, 2.2f, -100.0f, 100.0f};
+  std::vector<int8_t> qs(xs.size());
+  quantize(xs.data(), q, qs.data(), static_cast<int64_t>(xs.size()));
+  CHECK(qs[2] == 14);
+  CHECK(qs[6] == -128);
+  CHECK(qs[7] == 127);
+  for (size_t i = 0; i < 6; ++i)
+    CHECK(std::abs(dequantize_value(qs[i], q) - xs[i]) <= 0.5f * q.scale + 1e-6f);
+}
