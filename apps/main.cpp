@@ -12,6 +12,7 @@
 #include "apps/lib/data_prepare.h"
 #include "apps/lib/fashion_demo.h"
 #include "apps/lib/model_commands.h"
+#include "apps/lib/quant_commands.h"
 #include "core/check.h"
 #include "core/io/tensorboard.h"
 #include "core/runtime.h"
@@ -169,7 +170,8 @@ int cmd_tensorboard(int argc, char** argv) {
 
 int cmd_run(const std::string& mode, int argc, char** argv) {
   Args a(argc, argv, 2,
-         {{"config", ""}, {"model_dir", ""}, {"params_override", ""}, {"checkpoint", ""}, {"stop_at_step", "0"}});
+         {{"config", ""}, {"model_dir", ""}, {"params_override", ""}, {"checkpoint", ""}, {"stop_at_step", "0"},
+          {"int8", ""}});
   BONSAI_CHECK(!a.get("config").empty() && !a.get("model_dir").empty(),
                "bonsai " + mode + " needs --config C.json and --model_dir D");
   auto r = bonsai::apps::run_experiment({.config = a.get("config"),
@@ -177,6 +179,7 @@ int cmd_run(const std::string& mode, int argc, char** argv) {
                                          .mode = mode,
                                          .params_override = a.get("params_override"),
                                          .checkpoint = a.get("checkpoint"),
+                                         .int8_model = a.get("int8"),
                                          .stop_at_step = a.get_int("stop_at_step")});
   std::printf("done at step %lld; logs and checkpoints in %s\n", static_cast<long long>(r.step),
               a.get("model_dir").c_str());
@@ -193,6 +196,9 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "train" || cmd == "eval" || cmd == "train_and_eval") return cmd_run(cmd, argc, argv);
     if (cmd == "demo") return cmd_demo(argc, argv);
+    if (cmd == "convert") return bonsai::apps::convert_command(argc, argv);
+    if (cmd == "ptq") return bonsai::apps::ptq_command(argc, argv);
+    if (cmd == "verify-int8") return bonsai::apps::verify_int8_command(argc, argv);
     if (cmd == "bench") return cmd_bench(argc, argv);
     if (cmd == "info") return cmd_info(argc, argv);
     if (cmd == "import") return cmd_import(argc, argv);
@@ -205,6 +211,7 @@ int main(int argc, char** argv) {
     }
     if (cmd == "help" || cmd == "--help" || cmd == "-h") {
       std::fputs(kUsage, stdout);
+      std::fputs(bonsai::apps::kQuantUsage, stdout);
       std::fputs(bonsai::apps::kDataPrepareUsage, stdout);
       std::fputs(bonsai::apps::kBenchDataUsage, stdout);
       std::fputs(bonsai::apps::kBenchTrainUsage, stdout);

@@ -58,6 +58,7 @@ class BatchNorm2d : public Module {
   explicit BatchNorm2d(const BatchNormOptions& o);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "BatchNorm2d"; }
+  const BatchNormOptions& options() const { return opt_; }
   Tensor gamma, beta, moving_mean, moving_variance;  // [C]
 
  private:
@@ -104,6 +105,7 @@ class MaxPool2d : public Module {
   explicit MaxPool2d(const PoolOptions& o) : opt_(o) {}
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "MaxPool2d"; }
+  const PoolOptions& options() const { return opt_; }
 
  private:
   PoolOptions opt_;
@@ -115,6 +117,7 @@ class AvgPool2d : public Module {
   explicit AvgPool2d(const PoolOptions& o) : opt_(o) {}
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "AvgPool2d"; }
+  const PoolOptions& options() const { return opt_; }
 
  private:
   PoolOptions opt_;

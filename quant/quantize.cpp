@@ -83,7 +83,16 @@ ActivationQuantizer::ActivationQuantizer(int num_bits, const MovingAverageOption
   add_buffer("step", observer_.step());
 }
 
+void ActivationQuantizer::set_range(float min, float max) {
+  observer_.min().data<float>()[0] = min;
+  observer_.max().data<float>()[0] = max;
+}
+
 Tensor ActivationQuantizer::forward(const Tensor& x) {
+  if (recorder_) {
+    recorder_(x);
+    return x;
+  }
   if (is_training()) observer_.observe(x);
   Tensor y = fake_quant(x, observer_.min(), observer_.max(), {.num_bits = num_bits_});
   record_traced(this, {x}, y);

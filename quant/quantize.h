@@ -101,10 +101,18 @@ class ActivationQuantizer : public Module {
   int num_bits() const { return num_bits_; }
   // The grid of the current range (quant/scheme.h nudge_range).
   AffineQuant grid() const;
+  // Calibration (quant/calibrate.h): while a recorder is set, forward hands
+  // it the input and returns the input unquantized; set_range then writes
+  // the calibrated range into the state.
+  void set_recorder(std::function<void(const Tensor&)> recorder) { recorder_ = std::move(recorder); }
+  void set_range(float min, float max);
+  // True for fixed ranges (sigmoid gates): nothing to observe or calibrate.
+  bool fixed_range() const { return observer_.options().freeze_step == 0; }
 
  private:
   MovingAverageMinMax observer_;
   int num_bits_;
+  std::function<void(const Tensor&)> recorder_;
 };
 
 // Options common to the quantized layers.

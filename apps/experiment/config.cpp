@@ -144,6 +144,28 @@ ExperimentConfig parse_experiment_config(const json& j, const std::string& sourc
     task.get("init_checkpoint", c.init_checkpoint);
     task.get("init_checkpoint_modules", c.init_checkpoint_modules);
     one_of(task, "init_checkpoint_modules", c.init_checkpoint_modules, {"all", "backbone"});
+    if (task.has("quantization")) {
+      Section q = task.sub("quantization");
+      QuantizationConfig& qc = c.quantization;
+      qc.enabled = true;
+      q.get("pretrained_original_checkpoint", qc.pretrained_original_checkpoint);
+      q.get("num_bits_weight", qc.num_bits_weight);
+      q.get("num_bits_activation", qc.num_bits_activation);
+      q.get("per_channel_weights", qc.per_channel_weights);
+      q.get("quantize_input", qc.quantize_input);
+      q.get("range_init", qc.range_init);
+      q.get("ema_decay", qc.ema_decay);
+      q.get("freeze_step", qc.freeze_step);
+      q.finish();
+      one_of(q, "range_init", qc.range_init, {"fixed", "first_batch"});
+      for (const char* k : {"num_bits_weight", "num_bits_activation"}) {
+        const int bits = std::string(k) == "num_bits_weight" ? qc.num_bits_weight : qc.num_bits_activation;
+        BONSAI_CHECK(bits == 4 || bits == 6 || bits == 8, q.where(k) + " must be 4, 6 or 8, got " + std::to_string(bits));
+      }
+      BONSAI_CHECK(qc.ema_decay > 0 && qc.ema_decay < 1, q.where("ema_decay") + " must be in (0, 1)");
+    } else {
+      task.sub("quantization");
+    }
     task.finish();
   }
   {
@@ -325,7 +347,9 @@ json data_json(const DataConfig& d) {
 }
 }  // namespace
 
-json to_json(const ExperimentConfig& c) {
+namespace {
+
+json to_json_without_quantization(const ExperimentConfig& c) {
   json oc = {{"optimizer", {{"type", c.optimizer.type}, {c.optimizer.type, c.optimizer.params}}},
              {"learning_rate", {{"type", c.optimizer.lr_type}, {c.optimizer.lr_type, c.optimizer.lr_params}}}};
   if (!c.optimizer.warmup_type.empty())
@@ -353,6 +377,24 @@ json to_json(const ExperimentConfig& c) {
             {"best_checkpoint_metric_comp", c.best_checkpoint_metric_comp},
             {"optimizer_config", oc}}},
           {"runtime", {{"threads", c.threads}, {"seed", c.seed}}}};
+}
+
+}  // namespace
+
+json to_json(const ExperimentConfig& c) {
+  json j = to_json_without_quantization(c);
+  if (c.quantization.enabled) {
+    const QuantizationConfig& q = c.quantization;
+    j["task"]["quantization"] = {{"pretrained_original_checkpoint", q.pretrained_original_checkpoint},
+                                 {"num_bits_weight", q.num_bits_weight},
+                                 {"num_bits_activation", q.num_bits_activation},
+                                 {"per_channel_weights", q.per_channel_weights},
+                                 {"quantize_input", q.quantize_input},
+                                 {"range_init", q.range_init},
+                                 {"ema_decay", q.ema_decay},
+                                 {"freeze_step", q.freeze_step}};
+  }
+  return j;
 }
 
 }  // namespace bonsai::apps

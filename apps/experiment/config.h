@@ -75,6 +75,22 @@ struct OptimizerConfig {
   double clip_global_norm = 0.0;
 };
 
+// task.quantization: QAT as the Model Garden configures it. Present (enabled)
+// means the model is quantized (quant::quantize) right after it is built;
+// the float weights of pretrained_original_checkpoint load into it by name
+// (quantizer state skipped) unless the run resumes.
+struct QuantizationConfig {
+  bool enabled = false;
+  std::string pretrained_original_checkpoint;
+  int num_bits_weight = 8;
+  int num_bits_activation = 8;
+  bool per_channel_weights = true;
+  bool quantize_input = true;
+  std::string range_init = "fixed";  // fixed (TFMOT: from ±6) | first_batch
+  double ema_decay = 0.999;          // moving-average decay of activation ranges
+  int64_t freeze_step = -1;          // ranges stop moving after this many QAT steps; -1: never
+};
+
 struct ExperimentConfig {
   // task
   std::string model_name;
@@ -84,6 +100,7 @@ struct ExperimentConfig {
   LossConfig losses;
   std::string init_checkpoint;
   std::string init_checkpoint_modules = "all";  // all | backbone
+  QuantizationConfig quantization;
   // trainer
   int64_t train_steps = 1000;
   int64_t steps_per_loop = 100;

@@ -26,6 +26,8 @@
 #include "optim/ema.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
+#include "quant/int8_model.h"
+#include "quant/quantize.h"
 
 namespace bonsai::apps {
 
@@ -180,6 +182,28 @@ Tensor loss_for(const Tensor& logits, const Tensor& labels, const ExperimentConf
   return ops::softmax_cross_entropy(logits, labels, p);
 }
 
+quant::QuantConfig quant_config(const QuantizationConfig& q) {
+  return {.num_bits_weight = q.num_bits_weight,
+          .num_bits_activation = q.num_bits_activation,
+          .per_channel_weights = q.per_channel_weights,
+          .quantize_input = q.quantize_input,
+          .activation_range = {.decay = static_cast<float>(q.ema_decay),
+                               .init = q.range_init == "first_batch" ? quant::RangeInit::first_batch
+                                                                     : quant::RangeInit::fixed,
+                               .freeze_step = q.freeze_step}};
+}
+
+// An int8 model evaluated through the same loop as float models.
+class Int8Evaluated : public Module {
+ public:
+  explicit Int8Evaluated(quant::Int8Model m) : model_(std::move(m)) {}
+  Tensor forward(const Tensor& x) override { return model_.run(x); }
+  std::string type_name() const override { return "Int8Model"; }
+
+ private:
+  quant::Int8Model model_;
+};
+
 struct EvalResult {
   std::map<std::string, double> metrics;
   std::vector<double> per_class_iou;
@@ -254,6 +278,8 @@ RunResult run_experiment(const RunOptions& o) {
 
   // Everything that can be wrong with the config fails here, before a step.
   auto model = models::build(c.model_name, c.model_options);
+  if (c.quantization.enabled) quant::quantize(*model, quant_config(c.quantization));
+  BONSAI_CHECK(o.int8_model.empty() || o.mode == "eval", "--int8 evaluates a converted model: use it with bonsai eval");
   std::unique_ptr<data::Dataset> train_ds, val_ds;
   if (training) train_ds = make_dataset(c.train_data, "task.train_data");
   const bool validate = o.mode != "train" || !c.validation_data.input_path.empty();
@@ -272,7 +298,13 @@ RunResult run_experiment(const RunOptions& o) {
   RunResult result;
   int64_t step = 0;
   std::string resume = o.mode == "eval" && !o.checkpoint.empty() ? o.checkpoint : ckpts.latest().value_or("");
-  if (!resume.empty()) {
+  const std::string float_init = c.quantization.enabled && !c.quantization.pretrained_original_checkpoint.empty()
+                                     ? c.quantization.pretrained_original_checkpoint
+                                     : c.init_checkpoint;
+  if (!o.int8_model.empty()) {
+    model = std::make_shared<Int8Evaluated>(quant::Int8Model::load(o.int8_model));
+    if (!o.quiet) std::printf("evaluating the int8 model %s\n", o.int8_model.c_str());
+  } else if (!resume.empty()) {
     io::SafetensorsFile f = io::read_safetensors(resume);
     load_state(*model, model_weights(f.tensors));
     StateDict opt_state = with_prefix(f.tensors, "optimizer/", true);
@@ -283,14 +315,16 @@ RunResult run_experiment(const RunOptions& o) {
     }
     step = f.metadata.count("step") ? std::stoll(f.metadata.at("step")) : 0;
     if (!o.quiet) std::printf("resumed from %s at step %lld\n", resume.c_str(), static_cast<long long>(step));
-  } else if (training && !c.init_checkpoint.empty()) {
-    StateDict w = model_weights(io::load_safetensors(c.init_checkpoint));
+  } else if (training && !float_init.empty()) {
+    StateDict w = model_weights(io::load_safetensors(float_init));
     LoadOptions lo{.strict = true};
     if (c.init_checkpoint_modules == "backbone") lo.include = {"backbone.*"};
+    // A QAT model takes float weights by name; its quantizer state starts fresh.
+    if (c.quantization.enabled) lo.exclude = quant::quantizer_state_names(*model);
     LoadReport rep = load_state(*model, w, lo);
     if (!o.quiet)
       std::printf("initialised %zu tensors from %s (%s); %zu left at their initial values\n", rep.loaded.size(),
-                  c.init_checkpoint.c_str(), c.init_checkpoint_modules.c_str(), rep.skipped.size());
+                  float_init.c_str(), c.init_checkpoint_modules.c_str(), rep.skipped.size());
   } else if (!training) {
     BONSAI_CHECK(false, "bonsai eval: no checkpoint in '" + o.model_dir + "' and none given with --checkpoint");
   }
@@ -438,7 +472,60 @@ RunResult run_experiment(const RunOptions& o) {
   if (!o.quiet) bar.finish();
   result.train_seconds = bar.elapsed_s();
   result.step = step;
+  if (c.quantization.enabled && c.quantization.num_bits_weight == 8 && c.quantization.num_bits_activation == 8 &&
+      step == c.train_steps) {
+    // The deployable integer model of the final weights.
+    std::optional<optim::Ema::Swap> swap;
+    if (ema) swap.emplace(*ema);
+    quant::Int8Model int8 = quant::convert(*model, Tensor::zeros({1, c.input_size[0], c.input_size[1], c.input_size[2]}));
+    result.int8_model = o.model_dir + "/model_int8.safetensors";
+    int8.save(result.int8_model);
+    if (!o.quiet) std::printf("int8 model: %s\n", result.int8_model.c_str());
+  }
   return result;
+}
+
+std::shared_ptr<Module> build_config_model(const ExperimentConfig& c, const std::string& checkpoint) {
+  auto model = models::build(c.model_name, c.model_options);
+  if (c.quantization.enabled) quant::quantize(*model, quant_config(c.quantization));
+  load_state(*model, model_weights(io::load_safetensors(checkpoint)));
+  return model;
+}
+
+std::shared_ptr<Module> build_quantized_from_float(const ExperimentConfig& c, const QuantizationConfig& qc,
+                                                   const std::string& float_checkpoint) {
+  auto model = models::build(c.model_name, c.model_options);
+  quant::quantize(*model, quant_config(qc));
+  quant::load_float_state(*model, model_weights(io::load_safetensors(float_checkpoint)));
+  return model;
+}
+
+ConfigData eval_data(const ExperimentConfig& c, bool train_split, int64_t batch) {
+  const DataConfig& d = train_split ? c.train_data : c.validation_data;
+  DataConfig e = d;
+  e.aug = is_segmentation(c) ? "pad" : "center_crop";
+  ConfigData out;
+  out.dataset = make_dataset(e, train_split ? "task.train_data" : "task.validation_data");
+  out.loader = std::make_unique<data::Loader>(data::LoaderOptions{
+      .dataset = out.dataset.get(),
+      .batch_size = batch > 0 ? batch : d.global_batch_size,
+      .shuffle = train_split,  // calibration sees a sample of the classes, not the first few
+      .seed = c.seed,
+      .threads = d.threads,
+      .prefetch = d.prefetch,
+      .drop_remainder = false,
+      .on_error = d.on_error == "skip" ? data::OnError::skip : data::OnError::fail,
+      .transform = make_transform(e, c.input_size, is_segmentation(c))});
+  return out;
+}
+
+double evaluate_metric(Module& model, const ExperimentConfig& c, int64_t max_batches) {
+  ConfigData d = eval_data(c, false);
+  ExperimentConfig limited = c;
+  if (max_batches > 0) limited.validation_steps = max_batches;
+  const int64_t num_classes = c.model_options.value("num_classes", d.dataset->num_classes());
+  EvalResult e = evaluate(model, *d.loader, limited, num_classes, is_segmentation(c));
+  return 100.0 * (is_segmentation(c) ? e.metrics.at("mean_iou") : e.metrics.at("accuracy"));
 }
 
 }  // namespace bonsai::apps

@@ -22,6 +22,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "apps/experiment/config.h"
+#include "data/loader.h"
+#include "layers/module.h"
+
 namespace bonsai::apps {
 
 struct RunOptions {
@@ -30,6 +34,7 @@ struct RunOptions {
   std::string mode = "train";   // train | eval | train_and_eval
   std::string params_override;  // "a.b=v,..."
   std::string checkpoint;       // eval: a specific checkpoint (default: the newest)
+  std::string int8_model;       // eval: a converted int8 model instead of a checkpoint
   int64_t stop_at_step = 0;     // > 0: stop (after checkpointing) once this step is reached; tests use it
   bool quiet = false;           // no progress display
 };
@@ -41,8 +46,31 @@ struct RunResult {
   double final_loss = 0.0;
   double train_seconds = 0.0;
   std::string last_checkpoint;
+  std::string int8_model;  // QAT runs (8-bit) that reach train_steps: model_dir/model_int8.safetensors
 };
 
 RunResult run_experiment(const RunOptions& o);
+
+// Pieces of the runner for the other commands that run a config's model on
+// its data (bonsai convert, verify-int8, ptq).
+//
+// The config's model, quantized (quant::quantize) when task.quantization is
+// present, with the weights of `checkpoint` (a bonsai train checkpoint or a
+// model checkpoint) loaded strictly.
+std::shared_ptr<Module> build_config_model(const ExperimentConfig& c, const std::string& checkpoint);
+// The config's model, quantized with `qc` after loading a float checkpoint
+// (quantizer state starts fresh): what PTQ calibrates.
+std::shared_ptr<Module> build_quantized_from_float(const ExperimentConfig& c, const QuantizationConfig& qc,
+                                                   const std::string& float_checkpoint);
+// A loader over a config's training or validation data with the eval
+// transform (no augmentation), batches of `batch` (0: the config's).
+struct ConfigData {
+  std::unique_ptr<data::Dataset> dataset;
+  std::unique_ptr<data::Loader> loader;
+};
+ConfigData eval_data(const ExperimentConfig& c, bool train_split, int64_t batch = 0);
+// A model's top-1 (classification) or mean IoU (segmentation), in percent,
+// on the config's validation data, at most `max_batches` batches (0: all).
+double evaluate_metric(Module& model, const ExperimentConfig& c, int64_t max_batches = 0);
 
 }  // namespace bonsai::apps

@@ -1,0 +1,148 @@
+#include "apps/lib/quant_commands.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "apps/experiment/config.h"
+#include "apps/experiment/runner.h"
+#include "apps/lib/args.h"
+#include "core/check.h"
+#include "core/runtime.h"
+#include "quant/calibrate.h"
+#include "quant/int8_model.h"
+
+namespace bonsai::apps {
+
+const char* kQuantUsage = R"(  bonsai convert --config C.json --checkpoint K --out M.safetensors
+      A QAT checkpoint (a config with task.quantization) → the integer-only int8 model.
+  bonsai ptq --config C.json --checkpoint K --out M.safetensors [--calibration-steps 10]
+             [--method minmax|percentile|mse] [--percentile 99.99] [--batch 0]
+      Post-training quantization of a float checkpoint: calibrate activation
+      ranges on training images (eval preprocessing), convert, save.
+  bonsai verify-int8 --config C.json --qat-checkpoint K --int8 M [--batches 1] [--batch 0] [--json]
+      Run the QAT simulation and the int8 model on the same validation batches
+      and report, per layer, the largest difference in quantization steps.
+  bonsai eval --config C.json --model_dir D --int8 M
+      Top-1 / mIoU of an int8 model on the config's validation data.
+)";
+
+namespace {
+
+Tensor sample_input(const ExperimentConfig& c) {
+  return Tensor::zeros({1, c.input_size[0], c.input_size[1], c.input_size[2]});
+}
+
+void report_model(const quant::Int8Model& m, const std::string& path) {
+  std::printf("wrote %s: %zu int8 ops, %zu values, %.2f MiB of weights, file %.2f MiB\n", path.c_str(),
+              m.ops().size(), m.values().size(), m.parameter_bytes() / 1048576.0,
+              std::filesystem::file_size(path) / 1048576.0);
+}
+
+}  // namespace
+
+int convert_command(int argc, char** argv) {
+  Args a(argc, argv, 2, {{"config", ""}, {"checkpoint", ""}, {"out", ""}, {"params_override", ""}});
+  BONSAI_CHECK(!a.get("config").empty() && !a.get("checkpoint").empty() && !a.get("out").empty(),
+               "bonsai convert needs --config, --checkpoint and --out");
+  ExperimentConfig c = load_experiment_config(a.get("config"), a.get("params_override"));
+  BONSAI_CHECK(c.quantization.enabled, a.get("config") +
+                                           ": convert needs a QAT config (task.quantization); for a float "
+                                           "checkpoint use bonsai ptq");
+  auto model = build_config_model(c, a.get("checkpoint"));
+  quant::Int8Model m = quant::convert(*model, sample_input(c));
+  m.save(a.get("out"));
+  report_model(m, a.get("out"));
+  return 0;
+}
+
+int ptq_command(int argc, char** argv) {
+  Args a(argc, argv, 2,
+         {{"config", ""}, {"checkpoint", ""}, {"out", ""}, {"calibration-steps", "10"}, {"method", "minmax"},
+          {"percentile", "99.99"}, {"batch", "0"}, {"params_override", ""}, {"threads", "0"}});
+  BONSAI_CHECK(!a.get("config").empty() && !a.get("checkpoint").empty() && !a.get("out").empty(),
+               "bonsai ptq needs --config, --checkpoint (float) and --out");
+  ExperimentConfig c = load_experiment_config(a.get("config"), a.get("params_override"));
+  set_num_threads(a.get_int("threads") > 0 ? a.get_int("threads") : c.threads);
+  QuantizationConfig qc = c.quantization;  // bits and scheme from the config if it has them
+  qc.enabled = true;
+  auto model = build_quantized_from_float(c, qc, a.get("checkpoint"));
+  const int steps = a.get_int("calibration-steps");
+  BONSAI_CHECK(steps > 0, "--calibration-steps must be positive");
+  ConfigData data = eval_data(c, /*train_split=*/true, a.get_int("batch"));
+  int64_t images = 0;
+  const int n = quant::calibrate(
+      *model,
+      [&](int) {
+        data.loader->start_epoch(0);
+        for (int i = 0; i < steps; ++i) {
+          auto b = data.loader->next();
+          if (!b) break;
+          model->forward(b->images);
+          images += b->size();
+        }
+      },
+      {.method = quant::calibration_method(a.get("method")), .percentile = a.get_float("percentile")});
+  std::printf("calibrated %d activation ranges (%s) on %lld images\n", n, a.get("method").c_str(),
+              static_cast<long long>(images));
+  quant::Int8Model m = quant::convert(*model, sample_input(c));
+  m.save(a.get("out"));
+  report_model(m, a.get("out"));
+  return 0;
+}
+
+int verify_int8_command(int argc, char** argv) {
+  Args a(argc, argv, 2,
+         {{"config", ""}, {"qat-checkpoint", ""}, {"int8", ""}, {"batches", "1"}, {"batch", "0"},
+          {"params_override", ""}, {"json", "false"}});
+  BONSAI_CHECK(!a.get("config").empty() && !a.get("qat-checkpoint").empty() && !a.get("int8").empty(),
+               "bonsai verify-int8 needs --config, --qat-checkpoint and --int8");
+  ExperimentConfig c = load_experiment_config(a.get("config"), a.get("params_override"));
+  BONSAI_CHECK(c.quantization.enabled, a.get("config") + ": verify-int8 needs the QAT config (task.quantization)");
+  auto model = build_config_model(c, a.get("qat-checkpoint"));
+  quant::Int8Model int8 = quant::Int8Model::load(a.get("int8"));
+  ConfigData data = eval_data(c, /*train_split=*/false, a.get_int("batch"));
+  data.loader->start_epoch(0);
+  std::vector<quant::LayerAgreement> total;
+  for (int i = 0; i < a.get_int("batches"); ++i) {
+    auto b = data.loader->next();
+    if (!b) break;
+    auto layers = quant::compare_with_simulation(*model, int8, b->images);
+    if (total.empty()) {
+      total = layers;
+      continue;
+    }
+    for (size_t k = 0; k < layers.size(); ++k) {
+      total[k].elements += layers[k].elements;
+      total[k].differing += layers[k].differing;
+      total[k].max_steps = std::max(total[k].max_steps, layers[k].max_steps);
+    }
+  }
+  BONSAI_CHECK(!total.empty(), "verify-int8: the validation data gave no batch");
+  int32_t worst = 0;
+  int64_t elements = 0, differing = 0;
+  for (const auto& l : total) {
+    worst = std::max(worst, l.max_steps);
+    elements += l.elements;
+    differing += l.differing;
+  }
+  if (a.get_bool("json")) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& l : total)
+      j.push_back({{"name", l.name}, {"elements", l.elements}, {"max_steps", l.max_steps}, {"differing", l.differing}});
+    std::printf("%s\n", nlohmann::json{{"layers", j}, {"max_steps", worst}}.dump().c_str());
+  } else {
+    std::printf("%-60s %10s %9s %9s\n", "value (quantizer)", "elements", "max step", "differ");
+    for (const auto& l : total)
+      std::printf("%-60s %10lld %9d %8.4f%%\n", l.name.c_str(), static_cast<long long>(l.elements), l.max_steps,
+                  100.0 * l.differing / std::max<int64_t>(l.elements, 1));
+  }
+  std::printf("%zu layers: largest difference %d quantization step%s; %.4f%% of %lld values differ\n", total.size(),
+              worst, worst == 1 ? "" : "s", 100.0 * differing / std::max<int64_t>(elements, 1),
+              static_cast<long long>(elements));
+  return worst <= 1 ? 0 : 1;
+}
+
+}  // namespace bonsai::apps

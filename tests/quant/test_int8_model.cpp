@@ -1,0 +1,216 @@
+// Conversion to the integer-only model (quant/int8_model.h): for small
+// nets and every registry model, the int8 runtime agrees with the QAT
+// simulation within one quantization step at every layer; the file round
+// trip is exact; PTQ calibration sets ranges; bad models and files are
+// refused with errors naming the layer or the file.
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "layers/layers.h"
+#include "models/registry.h"
+#include "quant/calibrate.h"
+#include "quant/int8_model.h"
+#include "quant/quantize.h"
+
+using namespace bonsai;
+using namespace bonsai::quant;
+
+namespace {
+
+Tensor images(uint32_t seed, const Shape& s) {
+  std::mt19937 rng(seed);
+  return Tensor::randn(s, rng);
+}
+
+// Moves BN statistics and activation ranges away from their initial values
+// (a few training-mode forwards), as training would.
+void settle(Module& model, const Shape& s, int steps = 3) {
+  model.train();
+  NoGrad ng;
+  for (int i = 0; i < steps; ++i) model.forward(images(100 + i, s));
+  model.eval();
+}
+
+// Every layer of the integer model, run on the simulation's inputs, within
+// one step of the simulation's output (end-to-end drift is reported; on
+// random, barely-normalised nets it grows with depth).
+void check_agreement(Module& qat, Int8Model& int8, const Tensor& x, const std::string& what) {
+  auto layers = compare_with_simulation(qat, int8, x);
+  REQUIRE(layers.size() == int8.ops().size());
+  int32_t worst = 0, worst_e2e = 0;
+  std::string at;
+  int64_t differing = 0, elements = 0;
+  for (const auto& l : layers) {
+    CAPTURE(l.name);
+    CHECK(l.max_steps <= 1);
+    if (l.max_steps > worst) {
+      worst = l.max_steps;
+      at = l.name;
+    }
+    worst_e2e = std::max(worst_e2e, l.end_to_end_max_steps);
+    differing += l.differing;
+    elements += l.elements;
+  }
+  MESSAGE(what << ": " << layers.size() << " layers, worst " << worst << " step(s) at '" << at << "', "
+               << differing << " of " << elements << " values differ by a step; end to end up to " << worst_e2e);
+}
+
+std::shared_ptr<Sequential> small_net() {
+  auto m = std::make_shared<Sequential>();
+  m->push(std::make_shared<Conv2d>(Conv2dOptions{.in = 3, .out = 8, .kernel = 3, .stride = 2, .seed = 1}), "conv0");
+  m->push(std::make_shared<BatchNorm2d>(BatchNormOptions{.channels = 8}), "bn0");
+  m->push(std::make_shared<Activation>(ActivationKind::relu6), "act0");
+  m->push(std::make_shared<Conv2d>(Conv2dOptions{.in = 8, .out = 8, .kernel = 3, .groups = 8, .seed = 2}), "dw");
+  m->push(std::make_shared<BatchNorm2d>(BatchNormOptions{.channels = 8}), "bn1");
+  m->push(std::make_shared<Activation>(ActivationKind::hard_swish), "act1");
+  m->push(std::make_shared<MaxPool2d>(PoolOptions{.kernel = 2, .stride = 2}), "pool");
+  m->push(std::make_shared<GlobalAvgPool>(), "gap");
+  m->push(std::make_shared<Flatten>(), "flatten");
+  m->push(std::make_shared<Dense>(DenseOptions{.in = 8, .out = 5, .seed = 3}), "dense");
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("int8 model: a small net converts to the expected ops and matches the simulation") {
+  auto model = small_net();
+  quantize(*model);
+  settle(*model, {4, 16, 16, 3});
+  Int8Model int8 = convert(*model, Tensor::zeros({1, 16, 16, 3}));
+  std::vector<std::string> types;
+  for (const Int8Op& o : int8.ops()) types.push_back(op_type_name(o.type));
+  // conv0+bn0+relu6 fold into one conv; dw+bn1 into another, then the
+  // hard_swish table; max pool keeps the grid; mean; dense.
+  CHECK(types == std::vector<std::string>{"quantize", "conv", "conv", "lookup", "max_pool", "mean",
+                                          "fully_connected"});
+  // relu6 became a clamp at real 0 (and 6, beyond this range's 127).
+  CHECK(int8.ops()[1].act_min == int8.values()[int8.ops()[1].output].quant.zero_point);
+  CHECK(int8.values()[int8.output()].name == "dense.output_quant");
+  const Tensor x = images(7, {3, 16, 16, 3});
+  check_agreement(*model, int8, x, "small net");
+  Tensor sim;
+  {
+    NoGrad ng;
+    sim = model->forward(x);
+  }
+  Tensor y = int8.run(x);
+  REQUIRE(y.shape() == sim.shape());
+  const float step = int8.values()[int8.output()].quant.scale;
+  for (int64_t i = 0; i < y.numel(); ++i) CHECK(std::abs(y.data<float>()[i] - sim.data<float>()[i]) <= step * 1.001f);
+
+  SUBCASE("save and load: the same bytes out; corrupt and truncated files are refused") {
+    const std::string path = (std::filesystem::temp_directory_path() / "bonsai_int8_test.safetensors").string();
+    int8.save(path);
+    Int8Model back = Int8Model::load(path);
+    Tensor z = back.run(x);
+    for (int64_t i = 0; i < y.numel(); ++i) CHECK(z.data<float>()[i] == y.data<float>()[i]);
+    const auto size = std::filesystem::file_size(path);
+    std::filesystem::resize_file(path, size / 2);
+    CHECK_THROWS_WITH_AS(Int8Model::load(path), doctest::Contains("bonsai_int8_test"), Error);
+    std::filesystem::remove(path);
+  }
+}
+
+TEST_CASE("int8 model: every registry model converts and agrees with its simulation within one step") {
+  for (const std::string& name : models::names()) {
+    if (name == "resnet101" || name == "resnet152" || name == "resnet34") continue;  // same blocks as 18/50
+    CAPTURE(name);
+    auto model = models::build(name, {{"num_classes", 7}});
+    quantize(*model, {.activation_range = {.init = RangeInit::first_batch}});
+    const bool seg = name.find("deeplab") == 0;
+    const int64_t res = seg ? 64 : 48;
+    settle(*model, {2, res, res, 3}, 2);
+    Int8Model int8 = convert(*model, Tensor::zeros({1, res, res, 3}));
+    check_agreement(*model, int8, images(9, {2, res, res, 3}), name);
+  }
+}
+
+TEST_CASE("int8 model: conversion refuses what has no integer form, naming the layer") {
+  SUBCASE("an op inline in a block's forward") {
+    struct Inline : Module {
+      Inline() { add("conv", std::make_shared<Conv2d>(Conv2dOptions{.in = 3, .out = 3, .kernel = 1})); }
+      Tensor forward(const Tensor& x) override { return ops::relu(ops::add(x, child("conv")->forward(x))); }
+      std::string type_name() const override { return "Inline"; }
+    };
+    auto m = std::make_shared<Sequential>();
+    m->push(std::make_shared<Inline>(), "block");
+    m->push(std::make_shared<Conv2d>(Conv2dOptions{.in = 3, .out = 2, .kernel = 1}), "out");
+    quantize(*m);
+    CHECK_THROWS_WITH_AS(convert(*m, Tensor::zeros({1, 4, 4, 3})), doctest::Contains("entering out"), Error);
+  }
+  SUBCASE("a float model") {
+    auto m = small_net();
+    CHECK_THROWS_WITH_AS(convert(*m, Tensor::zeros({1, 16, 16, 3})), doctest::Contains("no quantizers"), Error);
+  }
+}
+
+TEST_CASE("int8 model: a custom block with a nested custom block, built from merge layers, converts") {
+  struct Inner : Module {
+    Inner() {
+      add("conv", std::make_shared<Conv2d>(Conv2dOptions{.in = 4, .out = 4, .kernel = 3, .seed = 4}));
+      add("bn", std::make_shared<BatchNorm2d>(BatchNormOptions{.channels = 4}));
+    }
+    Tensor forward(const Tensor& x) override { return child("bn")->forward(child("conv")->forward(x)); }
+    std::string type_name() const override { return "Inner"; }
+  };
+  struct Outer : Module {
+    Outer() {
+      add("inner", std::make_shared<Inner>());
+      add("add", std::make_shared<Add>());
+      add("relu", std::make_shared<Activation>(ActivationKind::relu));
+    }
+    Tensor forward(const Tensor& x) override {
+      return child("relu")->forward(merge_child(*this, "add", {x, child("inner")->forward(x)}));
+    }
+    std::string type_name() const override { return "Outer"; }
+  };
+  auto m = std::make_shared<Sequential>();
+  m->push(std::make_shared<Conv2d>(Conv2dOptions{.in = 3, .out = 4, .kernel = 1, .seed = 5}), "stem");
+  m->push(std::make_shared<Outer>(), "block");
+  quantize(*m);
+  settle(*m, {2, 8, 8, 3});
+  Int8Model int8 = convert(*m, Tensor::zeros({1, 8, 8, 3}));
+  std::vector<std::string> types;
+  for (const Int8Op& o : int8.ops()) types.push_back(op_type_name(o.type));
+  CHECK(types == std::vector<std::string>{"quantize", "conv", "conv", "add"});  // relu fused into the add
+  CHECK(int8.values()[int8.output()].name == "block.relu.output_quant");
+  check_agreement(*m, int8, images(3, {2, 8, 8, 3}), "custom blocks");
+}
+
+TEST_CASE("int8 model: PTQ calibration sets ranges from data (min/max, percentile, MSE)") {
+  for (const char* method : {"minmax", "percentile", "mse"}) {
+    CAPTURE(method);
+    auto model = small_net();
+    quantize(*model);
+    const Tensor x = images(11, {8, 16, 16, 3});
+    const int n = calibrate(*model, [&](int) { model->forward(x); },
+                            {.method = calibration_method(method), .percentile = 99.0});
+    CHECK(n == 6);  // input, act0, bn1, act1, gap, dense
+    auto in = std::dynamic_pointer_cast<ActivationQuantizer>(model->child("conv0.input_quant"));
+    REQUIRE(in);
+    float lo = 0, hi = 0;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      lo = std::min(lo, x.data<float>()[i]);
+      hi = std::max(hi, x.data<float>()[i]);
+    }
+    const float cmin = in->observer().min().item(), cmax = in->observer().max().item();
+    if (std::string(method) == "minmax") {
+      CHECK(cmin == lo);
+      CHECK(cmax == hi);
+    } else {  // clipped inside the extremes, still containing most of a normal sample
+      CHECK(cmin > lo);
+      CHECK(cmax < hi);
+      CHECK(cmin < -1.5f);
+      CHECK(cmax > 1.5f);
+    }
+    Int8Model int8 = convert(*model, Tensor::zeros({1, 16, 16, 3}));
+    check_agreement(*model, int8, x, method);
+  }
+  CHECK_THROWS_WITH_AS(calibration_method("kl"), doctest::Contains("kl"), Error);
+}
