@@ -118,30 +118,40 @@ int verify_int8_command(int argc, char** argv) {
       total[k].elements += layers[k].elements;
       total[k].differing += layers[k].differing;
       total[k].max_steps = std::max(total[k].max_steps, layers[k].max_steps);
+      total[k].end_to_end_differing += layers[k].end_to_end_differing;
+      total[k].end_to_end_max_steps = std::max(total[k].end_to_end_max_steps, layers[k].end_to_end_max_steps);
     }
   }
   BONSAI_CHECK(!total.empty(), "verify-int8: the validation data gave no batch");
-  int32_t worst = 0;
+  int32_t worst = 0, worst_e2e = 0;
   int64_t elements = 0, differing = 0;
   for (const auto& l : total) {
     worst = std::max(worst, l.max_steps);
+    worst_e2e = std::max(worst_e2e, l.end_to_end_max_steps);
     elements += l.elements;
     differing += l.differing;
   }
   if (a.get_bool("json")) {
     nlohmann::json j = nlohmann::json::array();
     for (const auto& l : total)
-      j.push_back({{"name", l.name}, {"elements", l.elements}, {"max_steps", l.max_steps}, {"differing", l.differing}});
-    std::printf("%s\n", nlohmann::json{{"layers", j}, {"max_steps", worst}}.dump().c_str());
+      j.push_back({{"name", l.name}, {"op", l.op}, {"elements", l.elements}, {"max_steps", l.max_steps},
+                   {"differing", l.differing}, {"end_to_end_max_steps", l.end_to_end_max_steps},
+                   {"end_to_end_differing", l.end_to_end_differing}});
+    std::printf("%s\n", nlohmann::json{{"layers", j}, {"max_steps", worst}, {"end_to_end_max_steps", worst_e2e}}
+                            .dump()
+                            .c_str());
   } else {
-    std::printf("%-60s %10s %9s %9s\n", "value (quantizer)", "elements", "max step", "differ");
+    std::printf("%-58s %-15s %10s | %6s %9s | %6s %9s\n", "value (quantizer)", "op", "elements", "steps", "differ",
+                "e2e", "differ");
     for (const auto& l : total)
-      std::printf("%-60s %10lld %9d %8.4f%%\n", l.name.c_str(), static_cast<long long>(l.elements), l.max_steps,
-                  100.0 * l.differing / std::max<int64_t>(l.elements, 1));
+      std::printf("%-58s %-15s %10lld | %6d %8.4f%% | %6d %8.4f%%\n", l.name.c_str(), l.op.c_str(),
+                  static_cast<long long>(l.elements), l.max_steps, 100.0 * l.differing / std::max<int64_t>(l.elements, 1),
+                  l.end_to_end_max_steps, 100.0 * l.end_to_end_differing / std::max<int64_t>(l.elements, 1));
   }
-  std::printf("%zu layers: largest difference %d quantization step%s; %.4f%% of %lld values differ\n", total.size(),
-              worst, worst == 1 ? "" : "s", 100.0 * differing / std::max<int64_t>(elements, 1),
-              static_cast<long long>(elements));
+  std::printf("%zu layers, each run on the simulation's inputs: largest difference %d quantization step%s, %.4f%% "
+              "of %lld values differ; run end to end: largest difference %d\n",
+              total.size(), worst, worst == 1 ? "" : "s", 100.0 * differing / std::max<int64_t>(elements, 1),
+              static_cast<long long>(elements), worst_e2e);
   return worst <= 1 ? 0 : 1;
 }
 
