@@ -310,26 +310,29 @@ class Converter {
   // sign-flipped where γ/σ < 0, channel scale s_w·|γ/σ|; bias at s_in·s_w.
   void weights(const Sym& s, Int8Op& o) {
     Tensor wq, kernel_bias;
-    bool per_channel = true;
+    // Convolutions are per channel in the integer model even when trained
+    // per tensor: the channel scale then absorbs the folded BN factor.
+    bool per_channel = true, grid_per_channel = true;
     {
       NoGrad ng;
       if (auto* conv = dynamic_cast<const QuantConv2d*>(s.weight_layer)) {
         wq = conv->quantized_kernel();
         kernel_bias = conv->bias;
+        grid_per_channel = conv->per_channel();
       } else {
         auto* dense = dynamic_cast<const QuantDense*>(s.weight_layer);
         wq = dense->quantized_kernel();
         kernel_bias = dense->bias;
-        per_channel = false;
+        per_channel = grid_per_channel = false;
       }
     }
     const int64_t cout = wq.dim(-1), n = wq.numel();
     // The simulation's grid per channel (or per tensor): symmetric around
     // the largest |w|, which the fake-quantized kernel keeps exactly.
-    std::vector<float> absmax(per_channel ? cout : 1, 0.0f);
+    std::vector<float> absmax(grid_per_channel ? cout : 1, 0.0f);
     const float* pw = wq.data<float>();
     for (int64_t i = 0; i < n; ++i) {
-      float& a = absmax[per_channel ? i % cout : 0];
+      float& a = absmax[grid_per_channel ? i % cout : 0];
       a = std::max(a, std::abs(pw[i]));
     }
     const double s_in = values_[s.inputs[0]].quant.scale;
@@ -340,7 +343,7 @@ class Converter {
     std::vector<float> grid_scale(absmax.size());
     for (size_t c = 0; c < absmax.size(); ++c) grid_scale[c] = weight_quant(absmax[c]).scale;
     for (int64_t c = 0; c < cout; ++c) {
-      const float s_w = grid_scale[per_channel ? c : 0];
+      const float s_w = grid_scale[grid_per_channel ? c : 0];
       const double k = s.has_bn ? s.bn_scale[c] : 1.0;
       sign[c] = k < 0 ? -1.0 : 1.0;
       scale[c] = k == 0 ? s_w : s_w * std::abs(k);
@@ -356,7 +359,7 @@ class Converter {
     if (!per_channel) o.weight_scales.data<float>()[0] = static_cast<float>(scale[0]);
     int8_t* q = o.weights.data<int8_t>();
     for (int64_t i = 0; i < n; ++i) {
-      const float s_w = grid_scale[per_channel ? i % cout : 0];
+      const float s_w = grid_scale[grid_per_channel ? i % cout : 0];
       const double k = s.has_bn ? s.bn_scale[i % cout] : 1.0;
       const long code = k == 0 ? 0 : std::lround(pw[i] / s_w) * static_cast<long>(sign[i % cout]);
       q[i] = static_cast<int8_t>(std::clamp<long>(code, -127, 127));

@@ -136,6 +136,7 @@ class QuantConv2d : public Module {
   // The kernel as the forward uses it: fake-quantized, differentiable (STE).
   Tensor quantized_kernel() const;
   const Conv2dOptions& conv_options() const { return conv_; }
+  bool per_channel() const { return opt_.per_channel; }
   Tensor kernel, bias;
 
  private:

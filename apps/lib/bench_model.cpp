@@ -19,6 +19,9 @@
 #include "core/runtime.h"
 #include "models/registry.h"
 #include "optim/optimizer.h"
+#include "quant/calibrate.h"
+#include "quant/int8_model.h"
+#include "quant/quantize.h"
 
 namespace bonsai::apps {
 
@@ -77,6 +80,23 @@ std::string bench_model(const ModelBenchSpec& s) {
       BONSAI_CHECK(std::isfinite(loss.item()), "bench train: the loss is not finite");
       if (i >= s.warmup) times.push_back(t1 - t0);
     }
+  } else if (!s.int8.empty()) {
+    // The integer model: a file, or this model quantized, calibrated on the
+    // (random) input and converted — the weights do not change the speed.
+    quant::Int8Model int8;
+    if (s.int8 == "true") {
+      quant::quantize(*model);
+      quant::calibrate(*model, [&](int) { model->forward(x); });
+      int8 = quant::convert(*model, x);
+    } else {
+      int8 = quant::Int8Model::load(s.int8);
+    }
+    for (int i = 0; i < s.warmup + s.steps; ++i) {
+      double t0 = now_s();
+      Tensor logits = int8.run(x);
+      double t1 = now_s();
+      if (i >= s.warmup) times.push_back(t1 - t0);
+    }
   } else {
     model->eval();
     NoGrad no_grad;
@@ -94,6 +114,7 @@ std::string bench_model(const ModelBenchSpec& s) {
   j["peer"] = "bonsai";
   j["model"] = s.model;
   j["mode"] = s.mode;
+  if (!train) j["precision"] = s.int8.empty() ? "fp32" : "int8";
   j["batch"] = batch;
   j["res"] = s.res;
   j["threads"] = num_threads();
@@ -112,6 +133,7 @@ int run_command(int argc, char** argv, const char* mode, int batch, int threads,
   std::map<std::string, std::string> flags = {
       {"model", ""}, {"res", "224"}, {"threads", std::to_string(threads)},
       {"steps", std::to_string(steps)}, {"warmup", std::to_string(warmup)}, {"classes", "1000"}};
+  if (batch == 0) flags["int8"] = "";
   if (batch > 0) flags["batch"] = std::to_string(batch);  // infer is batch 1 by definition
   Args a(argc, argv, 3, flags);
   BONSAI_CHECK(!a.get("model").empty(), std::string("bonsai bench ") + mode + " needs --model NAME");
@@ -124,6 +146,7 @@ int run_command(int argc, char** argv, const char* mode, int batch, int threads,
   s.threads = a.get_int("threads");
   s.steps = a.get_int("steps");
   s.warmup = a.get_int("warmup");
+  if (batch == 0) s.int8 = a.get("int8");
   std::printf("%s\n", bench_model(s).c_str());
   return 0;
 }

@@ -1,5 +1,5 @@
 // Whole-model benchmarks: `bonsai bench train` (full SGD-momentum training
-// steps) and `bonsai bench infer` (batch-1 FP32 eval latency) on a registry
+// steps) and `bonsai bench infer` (batch-1 FP32 or int8 latency) on a registry
 // model with random inputs, each printing ONE JSON line with the same fields
 // as the PyTorch peer tests/peer/torch_train_step.py, so scripts/bench can
 // put the two side by side.
@@ -32,6 +32,9 @@ struct ModelBenchSpec {
   int threads = 2;                 // <= 0: all cores
   int steps = 5;
   int warmup = 2;
+  // infer only: "" FP32; "true" this model quantized (calibrated on the
+  // random input) and converted to int8; else the path of an int8 model file.
+  std::string int8;
 };
 
 // Runs the benchmark and returns the JSON line it prints.
@@ -43,7 +46,9 @@ inline constexpr const char* kBenchTrainUsage =
     "      (median_step_s, images_per_s, peak_rss_mib, params), fields as the PyTorch peer.\n";
 inline constexpr const char* kBenchInferUsage =
     "  bonsai bench infer --model M [--res 224 --threads 1 --steps 20 --warmup 3 --classes 1000]\n"
-    "      Median batch-1 FP32 eval-mode forward latency; one JSON line (median_ms, images_per_s).\n";
+    "                     [--int8 true|MODEL.safetensors]\n"
+    "      Median batch-1 eval-mode forward latency, FP32 or the integer-only int8 model\n"
+    "      (true: M quantized and converted here); one JSON line (median_ms, images_per_s).\n";
 
 // `bonsai bench train ...` / `bonsai bench infer ...`: parse argv[3..] and
 // print bench_model's line.

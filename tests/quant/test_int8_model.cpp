@@ -214,3 +214,14 @@ TEST_CASE("int8 model: PTQ calibration sets ranges from data (min/max, percentil
   }
   CHECK_THROWS_WITH_AS(calibration_method("kl"), doctest::Contains("kl"), Error);
 }
+
+TEST_CASE("int8 model: per-tensor weights convert exactly, BN folded into per-channel scales") {
+  auto model = small_net();
+  quantize(*model, {.per_channel_weights = false});
+  settle(*model, {4, 16, 16, 3});
+  Int8Model int8 = convert(*model, Tensor::zeros({1, 16, 16, 3}));
+  const Int8Op& conv = int8.ops()[1];
+  REQUIRE(conv.type == Int8OpType::conv);
+  CHECK(conv.weight_scales.numel() == 8);
+  check_agreement(*model, int8, images(5, {3, 16, 16, 3}), "per-tensor weights");
+}
