@@ -83,6 +83,7 @@ struct Sym {
   const Module* weight_layer = nullptr;
   bool has_bn = false;
   std::vector<double> bn_scale, bn_shift;
+  std::vector<double> pre_scale;  // BN folded in training: σ/γ applied to the conv before its bias
   Clamp clamp = Clamp::none;
   // lookup: the float layer whose op the table reproduces
   const Module* unary = nullptr;
@@ -161,6 +162,11 @@ class Converter {
     if (auto* conv = dynamic_cast<const QuantConv2d*>(m)) {
       Sym s = pending(Int8OpType::conv, m, {quantized_input(op.inputs[0], m)}, op.output);
       s.weight_layer = conv;
+      if (conv->folds_batch_norm()) {
+        NoGrad ng;
+        const Tensor u = conv->unfold_scale();
+        s.pre_scale.assign(u.data<float>(), u.data<float>() + u.numel());
+      }
       const Conv2dOptions& o = conv->conv_options();
       const Tensor& x = op.inputs[0];
       const ops::Padding pad = window_padding(o.padding, x.dim(1), x.dim(2), o.kernel, o.stride, o.dilation);
@@ -344,11 +350,12 @@ class Converter {
     for (size_t c = 0; c < absmax.size(); ++c) grid_scale[c] = weight_quant(absmax[c]).scale;
     for (int64_t c = 0; c < cout; ++c) {
       const float s_w = grid_scale[grid_per_channel ? c : 0];
-      const double k = s.has_bn ? s.bn_scale[c] : 1.0;
+      const double k_bn = s.has_bn ? s.bn_scale[c] : 1.0;
+      const double k = k_bn * (s.pre_scale.empty() ? 1.0 : s.pre_scale[c]);
       sign[c] = k < 0 ? -1.0 : 1.0;
       scale[c] = k == 0 ? s_w : s_w * std::abs(k);
       if (per_channel) o.weight_scales.data<float>()[c] = static_cast<float>(scale[c]);
-      const double b = (kernel_bias.defined() ? k * kernel_bias.data<float>()[c] : 0.0) +
+      const double b = (kernel_bias.defined() ? k_bn * kernel_bias.data<float>()[c] : 0.0) +
                        (s.has_bn ? s.bn_shift[c] : 0.0);
       const double q = std::round(b / (s_in * scale[c]));
       o.bias.data<int32_t>()[c] = static_cast<int32_t>(
@@ -360,7 +367,7 @@ class Converter {
     int8_t* q = o.weights.data<int8_t>();
     for (int64_t i = 0; i < n; ++i) {
       const float s_w = grid_scale[grid_per_channel ? i % cout : 0];
-      const double k = s.has_bn ? s.bn_scale[i % cout] : 1.0;
+      const double k = (s.has_bn ? s.bn_scale[i % cout] : 1.0) * (s.pre_scale.empty() ? 1.0 : s.pre_scale[i % cout]);
       const long code = k == 0 ? 0 : std::lround(pw[i] / s_w) * static_cast<long>(sign[i % cout]);
       q[i] = static_cast<int8_t>(std::clamp<long>(code, -127, 127));
     }

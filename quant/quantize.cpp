@@ -5,6 +5,7 @@
 #include <map>
 #include <optional>
 
+#include "core/autograd.h"
 #include "core/ops.h"
 #include "quant/scheme.h"
 #include "quant/trace.h"
@@ -40,6 +41,29 @@ void symmetric_range(const Tensor& w, bool per_channel, Tensor& min, Tensor& max
     min.data<float>()[c] = -absmax[c];
     max.data<float>()[c] = absmax[c];
   }
+}
+
+// γ/σ (or its reciprocal σ/γ) per channel, σ = sqrt(moving variance + ε),
+// differentiable in γ only (the moving variance is a statistic).
+Tensor bn_fold_factor(const BatchNorm2d& bn, bool reciprocal) {
+  const int64_t c = bn.gamma.numel();
+  Tensor f = Tensor::empty({c});
+  std::vector<float> sigma(c);
+  const float* g = bn.gamma.data<float>();
+  for (int64_t i = 0; i < c; ++i) {
+    sigma[i] = std::sqrt(bn.moving_variance.data<float>()[i] + bn.options().epsilon);
+    f.data<float>()[i] = reciprocal ? sigma[i] / g[i] : g[i] / sigma[i];
+  }
+  return record(f, reciprocal ? "bn_unfold_factor" : "bn_fold_factor", {bn.gamma},
+                [sigma, gamma = bn.gamma.detach(), reciprocal](const Tensor& gy) {
+                  const int64_t n = gy.numel();
+                  Tensor gg = Tensor::empty({n});
+                  for (int64_t i = 0; i < n; ++i) {
+                    const float gi = gamma.data<float>()[i];
+                    gg.data<float>()[i] = gy.data<float>()[i] * (reciprocal ? -sigma[i] / (gi * gi) : 1.0f / sigma[i]);
+                  }
+                  return Grads{gg};
+                });
 }
 
 Tensor fake_quant_weight(const Tensor& w, bool per_channel, int num_bits) {
@@ -111,7 +135,11 @@ std::shared_ptr<ActivationQuantizer> make_act_quant(const QuantLayerOptions& o) 
 }
 }  // namespace
 
-QuantConv2d::QuantConv2d(const Conv2d& conv, const QuantLayerOptions& o) : conv_(conv.options()), opt_(o) {
+QuantConv2d::QuantConv2d(const Conv2d& conv, const QuantLayerOptions& o, std::shared_ptr<BatchNorm2d> folded_bn)
+    : conv_(conv.options()), opt_(o), folded_bn_(std::move(folded_bn)) {
+  BONSAI_CHECK(!folded_bn_ || folded_bn_->gamma.numel() == conv.options().out,
+               "QuantConv2d: the folded batch norm has " + std::to_string(folded_bn_ ? folded_bn_->gamma.numel() : 0) +
+                   " channels, the conv " + std::to_string(conv.options().out));
   check_num_bits(o.num_bits_weight);
   kernel = add_parameter("kernel", conv.kernel, role_of(conv, "kernel"));
   if (conv.bias.defined()) bias = add_parameter("bias", conv.bias, ParamRole::bias);
@@ -120,20 +148,29 @@ QuantConv2d::QuantConv2d(const Conv2d& conv, const QuantLayerOptions& o) : conv_
 }
 
 Tensor QuantConv2d::quantized_kernel() const {
-  return fake_quant_weight(kernel, opt_.per_channel, opt_.num_bits_weight);
+  const Tensor w = folded_bn_ ? ops::mul(kernel, bn_fold_factor(*folded_bn_, false)) : kernel;
+  return fake_quant_weight(w, opt_.per_channel, opt_.num_bits_weight);
 }
+
+Tensor QuantConv2d::unfold_scale() const { return folded_bn_ ? bn_fold_factor(*folded_bn_, true) : Tensor(); }
 
 Tensor QuantConv2d::forward(const Tensor& x_in) {
   BONSAI_CHECK(x_in.rank() == 4 && x_in.dim(3) == conv_.in,
                "QuantConv2d expects [N, H, W, " + std::to_string(conv_.in) + "], got " + x_in.shape_str());
   Tensor x = opt_.quantize_input ? child("input_quant")->forward(x_in) : x_in;
+  // Folded: conv(x, q(w·γ/σ))·σ/γ + bias, so the BN that follows sees what
+  // the float conv would give it.
   Tensor y = ops::conv2d(
-      x, quantized_kernel(), bias,
+      x, quantized_kernel(), folded_bn_ ? Tensor() : bias,
       {.stride_h = conv_.stride, .stride_w = conv_.stride, .dilation_h = conv_.dilation,
        .dilation_w = conv_.dilation,
        .pad = window_padding(conv_.padding, x.dim(1), x.dim(2), conv_.kernel, conv_.stride, conv_.dilation),
        .groups = conv_.groups});
   macs_ = y.dim(1) * y.dim(2) * kernel.numel();
+  if (folded_bn_) {
+    y = ops::mul(y, unfold_scale());
+    if (bias.defined()) y = ops::add(y, bias);
+  }
   record_traced(this, {x}, y);
   return opt_.quantize_output ? child("output_quant")->forward(y) : y;
 }
@@ -166,7 +203,7 @@ QuantLayer::QuantLayer(std::shared_ptr<Module> layer, const QuantLayerOptions& o
 }
 
 Tensor QuantLayer::forward(const Tensor& x) {
-  layer_->train(is_training());
+  layer_->train(is_training() && !frozen_);
   Tensor y = layer_->forward(x);
   record_traced(this, {x}, y);
   return children().empty() ? y : child("output_quant")->forward(y);
@@ -217,7 +254,9 @@ std::shared_ptr<Module> Quantizer::quantized(const std::shared_ptr<Module>& m, c
   if (auto* conv = dynamic_cast<Conv2d*>(m.get())) {
     lo.quantize_input = take_input();
     lo.quantize_output = !dynamic_cast<const BatchNorm2d*>(next) && !is_relu_like(next);
-    return std::make_shared<QuantConv2d>(*conv, lo);
+    std::shared_ptr<BatchNorm2d> folded;
+    if (config_.fold_batch_norm && next_module_) folded = std::dynamic_pointer_cast<BatchNorm2d>(next_module_);
+    return std::make_shared<QuantConv2d>(*conv, lo, folded);
   }
   if (auto* dense = dynamic_cast<Dense*>(m.get())) {
     lo.quantize_input = take_input();
@@ -256,6 +295,7 @@ void Quantizer::quantize_children(Module& block) {
   const auto kids = block.children();
   for (size_t i = 0; i < kids.size(); ++i) {
     const Module* next = i + 1 < kids.size() ? kids[i + 1].second.get() : nullptr;
+    next_module_ = i + 1 < kids.size() ? kids[i + 1].second : nullptr;
     std::shared_ptr<Module> q = quantized(kids[i].second, next);
     if (q != kids[i].second) block.replace_child(kids[i].first, q);
   }
@@ -273,6 +313,13 @@ void quantize(Module& model, const QuantConfig& config) {
                "quantize: the model must be a container (a " + model.type_name() + " has no children to swap)");
   Quantizer q(config);
   q.quantize_children(model);
+}
+
+void freeze_batch_norm(Module& model, bool frozen) {
+  model.visit([&](const std::string&, Module& m) {
+    auto* q = dynamic_cast<QuantLayer*>(&m);
+    if (q && dynamic_cast<const BatchNorm2d*>(&q->layer())) q->freeze(frozen);
+  });
 }
 
 std::vector<QuantizerInfo> list_quantizers(Module& model) {

@@ -38,6 +38,22 @@
 //    sits where its op happens: ResNet's "add" between "bn3" and "act3").
 //  - The model input: an "input_quant" on the first conv/dense layer met in
 //    registration order (quantize_input).
+// BatchNorm, two modes:
+//  - kept (default, the Model Garden's): the conv's own kernel is
+//    fake-quantized, BN runs as in float training, and conversion folds it.
+//    With per-channel weights the fold is exact (the channel scale absorbs
+//    γ/σ); so it is with per-tensor weights, whose converted model is then
+//    per channel.
+//  - folded in training (fold_batch_norm, PyTorch's fused QAT modules): a
+//    conv followed by a BatchNorm2d quantizes the folded kernel
+//    w·γ/σ_running, convolves, divides the result by γ/σ_running again and
+//    hands it to the BN, which normalises with the batch statistics (so
+//    training sees batch statistics while the weights are quantized exactly
+//    as deployed). In eval mode — and in training once freeze_batch_norm()
+//    is on — the BN uses its moving statistics, and the conv + BN is then
+//    exactly the deployed folded conv, whose weights are the quantized
+//    folded kernel: per-tensor weights stay per tensor.
+//
 // The quantizer state lives in buffers of the quantizer modules, e.g.
 //   features.0.bn.output_quant.min / .max / .step   (BN output, no relu after)
 //   backbone.block3.add.output_quant.min            (a residual sum)
@@ -87,6 +103,9 @@ struct QuantConfig {
   bool per_channel_weights = true;  // conv and depthwise kernels; dense is always per tensor
   bool quantize_input = true;       // an input quantizer on the first conv/dense
   MovingAverageOptions activation_range;  // decay 0.999 from ±6 (TFMOT), init, freeze_step
+  // BatchNorm folded in training (see "BatchNorm" below) instead of kept
+  // and folded at conversion (the Model Garden's way, the default).
+  bool fold_batch_norm = false;
 };
 
 // Fake-quantizes the tensor it is given, with a moving-average range (or a
@@ -129,19 +148,27 @@ struct QuantLayerOptions {
 // "bias"; optional children "input_quant" and "output_quant".
 class QuantConv2d : public Module {
  public:
-  QuantConv2d(const Conv2d& conv, const QuantLayerOptions& o);
+  // `folded_bn`: the BatchNorm2d that follows, for the folded-in-training
+  // mode (null: kept mode). Its tensors are read, never written here.
+  QuantConv2d(const Conv2d& conv, const QuantLayerOptions& o, std::shared_ptr<BatchNorm2d> folded_bn = nullptr);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "QuantConv2d"; }
   int64_t own_macs() const override { return macs_; }
-  // The kernel as the forward uses it: fake-quantized, differentiable (STE).
+  // The kernel as the forward uses it: fake-quantized, differentiable (STE);
+  // in the folded mode the quantized folded kernel w·γ/σ.
   Tensor quantized_kernel() const;
   const Conv2dOptions& conv_options() const { return conv_; }
   bool per_channel() const { return opt_.per_channel; }
+  // Folded mode: the factor [C] the conv output is multiplied by before the
+  // BN (σ/γ, undoing the fold); undefined in kept mode.
+  Tensor unfold_scale() const;
+  bool folds_batch_norm() const { return folded_bn_ != nullptr; }
   Tensor kernel, bias;
 
  private:
   Conv2dOptions conv_;
   QuantLayerOptions opt_;
+  std::shared_ptr<BatchNorm2d> folded_bn_;
   int64_t macs_ = 0;
 };
 
@@ -170,8 +197,11 @@ class QuantLayer : public Module {
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "Quant" + layer_->type_name(); }
   const Module& layer() const { return *layer_; }
+  // A frozen BatchNorm2d uses (and keeps) its moving statistics in training too.
+  void freeze(bool on) { frozen_ = on; }
 
  private:
+  bool frozen_ = false;
   // Not a child: its tensors are registered here directly so names do not
   // gain a level. Its train/eval mode follows this module's in forward().
   std::shared_ptr<Module> layer_;
@@ -208,6 +238,7 @@ class Quantizer {
  private:
   QuantConfig config_;
   bool input_placed_ = false;
+  std::shared_ptr<Module> next_module_;  // the sibling after the module being quantized
 };
 
 // How a block type turns into its quantized form (see the header comment).
@@ -226,6 +257,11 @@ struct QuantizerInfo {
 // Every quantizer in the tree, in registration order: activation quantizers
 // and quantized-weight layers (QuantConv2d, QuantDense).
 std::vector<QuantizerInfo> list_quantizers(Module& model);
+
+// Freezes (or unfreezes) every BatchNorm2d of a quantized model: in
+// training it then normalises with its moving statistics and stops
+// updating them (PyTorch's freeze_bn, typically a few epochs into QAT).
+void freeze_batch_norm(Module& model, bool frozen);
 
 // Full names of all quantizer state (buffers of ActivationQuantizers).
 std::vector<std::string> quantizer_state_names(Module& model);

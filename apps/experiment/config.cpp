@@ -156,6 +156,8 @@ ExperimentConfig parse_experiment_config(const json& j, const std::string& sourc
       q.get("range_init", qc.range_init);
       q.get("ema_decay", qc.ema_decay);
       q.get("freeze_step", qc.freeze_step);
+      q.get("fold_batch_norm", qc.fold_batch_norm);
+      q.get("freeze_bn_step", qc.freeze_bn_step);
       q.finish();
       one_of(q, "range_init", qc.range_init, {"fixed", "first_batch"});
       for (const char* k : {"num_bits_weight", "num_bits_activation"}) {
@@ -392,7 +394,9 @@ json to_json(const ExperimentConfig& c) {
                                  {"quantize_input", q.quantize_input},
                                  {"range_init", q.range_init},
                                  {"ema_decay", q.ema_decay},
-                                 {"freeze_step", q.freeze_step}};
+                                 {"freeze_step", q.freeze_step},
+                                 {"fold_batch_norm", q.fold_batch_norm},
+                                 {"freeze_bn_step", q.freeze_bn_step}};
   }
   return j;
 }

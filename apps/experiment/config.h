@@ -89,6 +89,8 @@ struct QuantizationConfig {
   std::string range_init = "fixed";  // fixed (TFMOT: from ±6) | first_batch
   double ema_decay = 0.999;          // moving-average decay of activation ranges
   int64_t freeze_step = -1;          // ranges stop moving after this many QAT steps; -1: never
+  bool fold_batch_norm = false;      // BN folded in training (quant/quantize.h) instead of at conversion
+  int64_t freeze_bn_step = -1;       // from this step on BN uses its moving statistics; -1: never
 };
 
 struct ExperimentConfig {

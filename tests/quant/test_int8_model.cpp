@@ -17,6 +17,7 @@
 #include "quant/calibrate.h"
 #include "quant/int8_model.h"
 #include "quant/quantize.h"
+#include "tests/layer_check.h"
 
 using namespace bonsai;
 using namespace bonsai::quant;
@@ -224,4 +225,50 @@ TEST_CASE("int8 model: per-tensor weights convert exactly, BN folded into per-ch
   REQUIRE(conv.type == Int8OpType::conv);
   CHECK(conv.weight_scales.numel() == 8);
   check_agreement(*model, int8, images(5, {3, 16, 16, 3}), "per-tensor weights");
+}
+
+TEST_CASE("int8 model: BatchNorm folded in training — quantized folded kernels, exact conversion, freeze") {
+  SUBCASE("small net, per-channel and per-tensor") {
+    for (bool per_channel : {true, false}) {
+      CAPTURE(per_channel);
+      auto model = small_net();
+      quantize(*model, {.per_channel_weights = per_channel, .fold_batch_norm = true});
+      auto conv = std::dynamic_pointer_cast<QuantConv2d>(model->child("conv0"));
+      REQUIRE(conv);
+      CHECK(conv->folds_batch_norm());
+      // Gradients reach the kernel, γ and β through the fold.
+      testing::check_layer(*model, {2, 16, 16, 3}, {.check_input_gradient = false, .max_params_checked = 0});
+      settle(*model, {4, 16, 16, 3});
+      Int8Model int8 = convert(*model, Tensor::zeros({1, 16, 16, 3}));
+      check_agreement(*model, int8, images(5, {3, 16, 16, 3}), per_channel ? "folded, per channel" : "folded, per tensor");
+      if (!per_channel) {  // the deployed kernel is the per-tensor grid the simulation trained
+        const Tensor& s = int8.ops()[1].weight_scales;
+        for (int64_t c = 1; c < s.numel(); ++c) CHECK(s.data<float>()[c] == doctest::Approx(s.data<float>()[0]).epsilon(1e-5));
+      }
+    }
+  }
+  SUBCASE("registry models") {
+    for (const char* name : {"mobilenet_v3_large", "resnet18"}) {
+      CAPTURE(name);
+      auto model = models::build(name, {{"num_classes", 7}});
+      quantize(*model, {.activation_range = {.init = RangeInit::first_batch}, .fold_batch_norm = true});
+      settle(*model, {2, 48, 48, 3}, 2);
+      Int8Model int8 = convert(*model, Tensor::zeros({1, 48, 48, 3}));
+      check_agreement(*model, int8, images(9, {2, 48, 48, 3}), std::string(name) + " (BN folded in training)");
+    }
+  }
+  SUBCASE("freeze_batch_norm: training uses and keeps the moving statistics") {
+    auto model = small_net();
+    quantize(*model, {.fold_batch_norm = true});
+    settle(*model, {4, 16, 16, 3});
+    const Tensor mean = std::dynamic_pointer_cast<QuantLayer>(model->child("bn0"))->named_buffers()[0].second.clone();
+    freeze_batch_norm(*model, true);
+    model->train();
+    model->forward(images(3, {4, 16, 16, 3}));
+    const Tensor after = std::dynamic_pointer_cast<QuantLayer>(model->child("bn0"))->named_buffers()[0].second;
+    for (int64_t i = 0; i < mean.numel(); ++i) CHECK(after.data<float>()[i] == mean.data<float>()[i]);
+    freeze_batch_norm(*model, false);
+    model->forward(images(3, {4, 16, 16, 3}));
+    CHECK(after.data<float>()[0] != mean.data<float>()[0]);
+  }
 }
