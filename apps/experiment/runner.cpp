@@ -190,7 +190,8 @@ quant::QuantConfig quant_config(const QuantizationConfig& q) {
           .activation_range = {.decay = static_cast<float>(q.ema_decay),
                                .init = q.range_init == "first_batch" ? quant::RangeInit::first_batch
                                                                      : quant::RangeInit::fixed,
-                               .freeze_step = q.freeze_step}};
+                               .freeze_step = q.freeze_step},
+          .fold_batch_norm = q.fold_batch_norm};
 }
 
 // An int8 model evaluated through the same loop as float models.
@@ -428,6 +429,8 @@ RunResult run_experiment(const RunOptions& o) {
       continue;
     }
     reseed_dropouts(*model, c.seed, step);
+    if (c.quantization.enabled && c.quantization.freeze_bn_step >= 0)
+      quant::freeze_batch_norm(*model, step >= c.quantization.freeze_bn_step);
     const float rate = static_cast<float>(lr(step));
     Tensor loss = loss_for(model->forward(batch->images), batch->labels, c);
     const float lv = loss.item();
