@@ -17,6 +17,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -70,6 +71,13 @@ class Module {
   int64_t macs() const;
 
   void zero_grad();
+
+  // The weights magnitude pruning may zero (prune/prune.h), as parameter
+  // names relative to this module ("kernel", "conv.kernel"). nullopt — the
+  // default — declares nothing: the pruner then takes the built-in layers'
+  // kernels below this module. A block overrides it to choose for itself
+  // (an empty list: prune nothing inside it).
+  virtual std::optional<std::vector<std::string>> prunable_weights() const { return std::nullopt; }
 
  protected:
   Tensor& add_parameter(const std::string& name, Tensor t, ParamRole role);

@@ -93,7 +93,7 @@ LoadReport load_state(Module& m, const StateDict& source, const LoadOptions& o) 
 
 void save_checkpoint(const std::string& path, const Module& m, std::map<std::string, std::string> metadata) {
   metadata["bonsai_version"] = "0.1.0";
-  io::save_safetensors(path, state_dict(m), metadata);
+  io::save_safetensors(path, state_dict(m), metadata, {.sparse = true});  // pruned kernels stored sparsely
 }
 
 }  // namespace bonsai

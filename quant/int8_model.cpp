@@ -743,7 +743,7 @@ void Int8Model::save(const std::string& path) const {
   }
   nlohmann::json graph{{"format", 1}, {"input", {{"shape", input_.shape}}}, {"output", output_},
                        {"values", values}, {"ops", ops}};
-  io::save_safetensors(path, tensors, {{kGraphKey, graph.dump()}});
+  io::save_safetensors(path, tensors, {{kGraphKey, graph.dump()}}, {.sparse = true});
 }
 
 Int8Model Int8Model::load(const std::string& path) {

@@ -51,7 +51,7 @@ std::optional<std::string> CheckpointManager::latest() const {
 std::string CheckpointManager::save(int64_t step, const StateDict& tensors,
                                     const std::map<std::string, std::string>& metadata) {
   std::string path = path_for(step);
-  io::save_safetensors(path, tensors, metadata);
+  io::save_safetensors(path, tensors, metadata, {.sparse = true});  // pruned weights stored sparsely
   auto s = steps();
   // Keep the newest max_to_keep; never delete the best checkpoint's source
   // (best_ckpt is its own copy, so plain pruning is safe).

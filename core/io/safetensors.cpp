@@ -176,6 +176,101 @@ void fsync_parent_dir(const std::string& path) {
 
 }  // namespace
 
+namespace {
+
+const char* kSparseKey = "bonsai.sparse";
+const char* kMaskSuffix = ".__mask";
+const char* kValuesSuffix = ".__nz";
+
+bool ends_with(const std::string& s, const char* suffix) {
+  const size_t n = std::strlen(suffix);
+  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
+
+// The sparse form of `t` if it is smaller than the dense one.
+std::optional<std::pair<Tensor, Tensor>> sparse_form(const Tensor& t) {
+  if (t.dtype() != DType::f32 && t.dtype() != DType::s8 && t.dtype() != DType::s32) return std::nullopt;
+  const int64_t n = t.numel();
+  const size_t elem = dtype_size(t.dtype());
+  const auto* bytes = static_cast<const unsigned char*>(t.raw());
+  auto nonzero = [&](int64_t i) {
+    for (size_t b = 0; b < elem; ++b)
+      if (bytes[i * elem + b]) return true;
+    return false;
+  };
+  int64_t nnz = 0;
+  for (int64_t i = 0; i < n; ++i) nnz += nonzero(i);
+  const int64_t mask_bytes = (n + 7) / 8;
+  if (mask_bytes + nnz * static_cast<int64_t>(elem) >= n * static_cast<int64_t>(elem)) return std::nullopt;
+  Tensor mask = Tensor::zeros({mask_bytes}, DType::u8);
+  Tensor values = Tensor::empty({nnz}, t.dtype());
+  auto* m = mask.data<uint8_t>();
+  auto* v = static_cast<unsigned char*>(values.raw());
+  int64_t k = 0;
+  for (int64_t i = 0; i < n; ++i)
+    if (nonzero(i)) {
+      m[i / 8] = static_cast<uint8_t>(m[i / 8] | (1u << (i % 8)));
+      std::memcpy(v + k++ * elem, bytes + i * elem, elem);
+    }
+  return std::make_pair(mask, values);
+}
+
+// Restores the tensors the writer stored sparsely (see the header).
+void restore_sparse(const std::string& path, SafetensorsFile& f) {
+  auto it = f.metadata.find(kSparseKey);
+  if (it == f.metadata.end()) return;
+  json index;
+  try {
+    index = json::parse(it->second);
+  } catch (const json::exception& e) {
+    BONSAI_CHECK(false, where(path) + "\"" + kSparseKey + "\" metadata is not valid JSON: " + e.what());
+  }
+  BONSAI_CHECK(index.is_object(), where(path) + "\"" + kSparseKey + "\" metadata is not a JSON object");
+  for (auto e = index.begin(); e != index.end(); ++e) {
+    const std::string name = e.key();
+    auto mi = f.tensors.find(name + kMaskSuffix);
+    auto vi = f.tensors.find(name + kValuesSuffix);
+    BONSAI_CHECK(mi != f.tensors.end() && vi != f.tensors.end(),
+                 where(path, name) + "sparse tensor without its mask and values");
+    BONSAI_CHECK(!f.tensors.count(name), where(path, name) + "stored both dense and sparse");
+    BONSAI_CHECK(e->is_array() && e->size() <= 5, where(path, name) + "sparse shape must be a list of at most 5 dims");
+    std::vector<int64_t> dims;
+    uint64_t n = 1;
+    for (const auto& d : *e) {
+      BONSAI_CHECK(d.is_number_unsigned() && d.get<uint64_t>() <= (1ull << 40),
+                   where(path, name) + "bad sparse dimension " + d.dump());
+      dims.push_back(d.get<int64_t>());
+      n *= d.get<uint64_t>();
+      BONSAI_CHECK(n <= (1ull << 40), where(path, name) + "sparse shape too large");
+    }
+    const Tensor& mask = mi->second;
+    const Tensor& values = vi->second;
+    BONSAI_CHECK(mask.dtype() == DType::u8 && mask.rank() == 1 && static_cast<uint64_t>(mask.numel()) == (n + 7) / 8,
+                 where(path, name) + "sparse mask must be U8 [" + std::to_string((n + 7) / 8) + "]");
+    BONSAI_CHECK(values.rank() == 1 && (values.dtype() == DType::f32 || values.dtype() == DType::s8 ||
+                                        values.dtype() == DType::s32),
+                 where(path, name) + "sparse values must be a 1-D F32, I8 or I32 tensor");
+    const uint8_t* m = mask.data<uint8_t>();
+    int64_t set = 0;
+    for (uint64_t i = 0; i < n; ++i) set += (m[i / 8] >> (i % 8)) & 1;
+    BONSAI_CHECK(set == values.numel(), where(path, name) + "sparse mask has " + std::to_string(set) +
+                                            " set bits for " + std::to_string(values.numel()) + " values");
+    Tensor t = Tensor::zeros(Shape(dims), values.dtype());
+    const size_t elem = dtype_size(values.dtype());
+    auto* dst = static_cast<unsigned char*>(t.raw());
+    const auto* src = static_cast<const unsigned char*>(values.raw());
+    int64_t k = 0;
+    for (uint64_t i = 0; i < n; ++i)
+      if ((m[i / 8] >> (i % 8)) & 1) std::memcpy(dst + i * elem, src + k++ * elem, elem);
+    f.tensors.erase(mi);
+    f.tensors.erase(vi);
+    f.tensors.emplace(name, std::move(t));
+  }
+  f.metadata.erase(it);
+}
+
+}  // namespace
+
 SafetensorsFile read_safetensors(const std::string& path) {
   Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   int err = errno;
@@ -242,6 +337,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
     }
     out.tensors.emplace(e.key, std::move(t));
   }
+  restore_sparse(path, out);
   return out;
 }
 
@@ -249,16 +345,33 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path) {
   return read_safetensors(path).tensors;
 }
 
-void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors_in,
+                      const std::map<std::string, std::string>& metadata_in, const SaveOptions& options) {
   // Build and validate the header first: a bad argument throws before any
   // file is touched.
+  std::map<std::string, Tensor> tensors;
+  std::map<std::string, std::string> metadata = metadata_in;
+  json sparse = json::object();
+  for (const auto& [name, t] : tensors_in) {
+    BONSAI_CHECK(!name.empty(), where(path) + "empty tensor name");
+    BONSAI_CHECK(!ends_with(name, kMaskSuffix) && !ends_with(name, kValuesSuffix),
+                 where(path, name) + "names ending in " + kMaskSuffix + " or " + kValuesSuffix + " are reserved");
+    BONSAI_CHECK(t.defined(), where(path, name) + "tensor is undefined");
+    auto parts = options.sparse ? sparse_form(t) : std::nullopt;
+    if (!parts) {
+      tensors.emplace(name, t);
+      continue;
+    }
+    tensors.emplace(name + kMaskSuffix, parts->first);
+    tensors.emplace(name + kValuesSuffix, parts->second);
+    sparse[name] = t.shape().vec();
+  }
+  BONSAI_CHECK(!metadata.count(kSparseKey), where(path) + "metadata key \"" + kSparseKey + "\" is reserved");
+  if (!sparse.empty()) metadata[kSparseKey] = sparse.dump();
   json header = json::object();
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
-    BONSAI_CHECK(!name.empty(), where(path) + "empty tensor name");
     BONSAI_CHECK(name != "__metadata__", where(path) + "\"__metadata__\" is reserved");
-    BONSAI_CHECK(t.defined(), where(path, name) + "tensor is undefined");
     header[name] = {{"dtype", stored_name(t.dtype())},
                     {"shape", t.shape().vec()},
                     {"data_offsets", {offset, offset + t.nbytes()}}};

@@ -42,11 +42,27 @@ SafetensorsFile read_safetensors(const std::string& path);
 // read_safetensors without the metadata.
 std::map<std::string, Tensor> load_safetensors(const std::string& path);
 
+struct SaveOptions {
+  // Store each tensor with zeros sparsely when that is smaller (see below).
+  bool sparse = false;
+};
+
 // Writes to `path + ".tmp.<pid>"`, fsyncs, then renames over `path`. On any
 // failure the temporary file is removed, `path` is left as it was, and
-// bonsai::Error is thrown. Tensor names must be non-empty and not
-// "__metadata__"; every tensor must be defined.
+// bonsai::Error is thrown. Tensor names must be non-empty, not
+// "__metadata__" and not end in ".__mask" or ".__nz"; every tensor must be
+// defined.
+//
+// Sparse tensors (SaveOptions::sparse): a tensor (F32, I8 or I32) whose
+// zeros make it smaller that way is stored as two tensors, "<name>.__mask"
+// (U8, one bit per element, little-endian bit order, set = non-zero) and
+// "<name>.__nz" (the non-zero values in order), its shape in the metadata
+// key "bonsai.sparse" ({"<name>": [dims]}). read_safetensors restores it
+// (validating mask size and population count against the values) and drops
+// that key, so callers never see the encoding — pruned checkpoints and int8
+// models are then really smaller. Plain safetensors readers see the two
+// parts.
 void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
-                      const std::map<std::string, std::string>& metadata = {});
+                      const std::map<std::string, std::string>& metadata = {}, const SaveOptions& options = {});
 
 }  // namespace bonsai::io

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <random>
 #include <set>
 
 #include "core/io/safetensors.h"
@@ -366,4 +367,44 @@ TEST_CASE("safetensors: atomic write") {
     CHECK(dir.names() == std::set<std::string>{"ckpt.safetensors"});
     CHECK(same_bytes(io::load_safetensors(path).at("w"), good));
   }
+}
+
+TEST_CASE("safetensors: sparse tensors — smaller files, exact round trip, validated on read") {
+  TempDir dir;
+  std::mt19937 rng(4);
+  Tensor w = Tensor::randn({64, 33}, rng);
+  for (int64_t i = 0; i < w.numel(); ++i)
+    if (i % 5 != 0) w.data<float>()[i] = 0.0f;  // 80% zeros
+  Tensor q = Tensor::zeros({100}, bonsai::DType::s8);
+  q.data<int8_t>()[7] = -3;
+  Tensor dense = Tensor::randn({50}, rng);  // no zeros: stays dense
+  const std::map<std::string, Tensor> ts{{"w", w}, {"q", q}, {"dense", dense}};
+  io::save_safetensors(dir.file("plain.safetensors"), ts, {{"k", "v"}});
+  io::save_safetensors(dir.file("sparse.safetensors"), ts, {{"k", "v"}}, {.sparse = true});
+  const auto plain = fs::file_size(dir.file("plain.safetensors"));
+  const auto sparse = fs::file_size(dir.file("sparse.safetensors"));
+  CHECK(sparse < plain * 0.45);
+  io::SafetensorsFile f = io::read_safetensors(dir.file("sparse.safetensors"));
+  CHECK(f.tensors.size() == 3);
+  CHECK(f.metadata == std::map<std::string, std::string>{{"k", "v"}});
+  CHECK(same_bytes(f.tensors.at("w"), w));
+  CHECK(same_bytes(f.tensors.at("q"), q));
+  CHECK(same_bytes(f.tensors.at("dense"), dense));
+
+  SUBCASE("a mask whose bits do not match the values is refused, naming the tensor") {
+    // Hand-written: one set bit in the mask, two values.
+    const std::string header =
+        R"({"w.__mask":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
+        R"("w.__nz":{"dtype":"F32","shape":[2],"data_offsets":[1,9]},)"
+        R"("__metadata__":{"bonsai.sparse":"{\"w\":[4]}"}})";
+    std::string bytes(8, '\0');
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>(header.size() >> (8 * i));
+    bytes += header;
+    bytes += std::string("\x01", 1) + std::string(8, '\0');
+    std::ofstream(dir.file("bad.safetensors"), std::ios::binary) << bytes;
+    CHECK_THROWS_WITH_AS(io::read_safetensors(dir.file("bad.safetensors")), doctest::Contains("1 set bits for 2 values"),
+                         bonsai::Error);
+  }
+  CHECK_THROWS_WITH_AS(io::save_safetensors(dir.file("x.safetensors"), {{"a.__mask", q}}), doctest::Contains("reserved"),
+                       bonsai::Error);
 }
