@@ -1,13 +1,22 @@
 // Integer kernels of the int8 runtime (quant/int8_kernels.h). The fast
 // versions come first, the naive references (namespace ref) last; the tests
 // compare the two byte for byte.
+//
+// The fast loops use AVX2 intrinsics (x86-64-v3 is bonsai's baseline ISA):
+// requantization needs 32x32→64-bit products, which the compiler vectorises
+// poorly on its own.
 #include "quant/int8_kernels.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <string>
+#include <utility>
 
 #include "core/check.h"
 #include "core/dnnl_util.h"
@@ -19,9 +28,11 @@ namespace du = dnnl_util;
 
 namespace {
 
+constexpr int32_t kInt32Min = std::numeric_limits<int32_t>::min();
+
 int32_t clamp_code(int32_t v, int32_t lo, int32_t hi) { return std::min(std::max(v, lo), hi); }
 
-// ---- vectorisable requantization ----------------------------------------------
+// ---- requantization, one value and eight at a time ------------------------------
 
 // A QuantizedMultiplier unpacked into the shifts MBQM applies.
 struct Rescale {
@@ -35,17 +46,16 @@ Rescale unpack(const QuantizedMultiplier& m) {
 }
 
 // quant::multiply_by_quantized_multiplier, bit for bit, as branch-free
-// integer arithmetic the compiler can vectorise (scheme.cpp's version is an
-// out-of-line call with a range check). The doubling high mul rounds a*b/2^31
-// to nearest with ties toward +infinity, which for every sign is
-// floor((a*b + 2^30) / 2^31): the low 32 bits of that quotient are bits 31..62
-// of the 64-bit sum, so a logical shift gives them.
+// integer arithmetic (scheme.cpp's version is an out-of-line call with a
+// range check). The doubling high mul rounds a*b/2^31 to nearest with ties
+// toward +infinity, which for every sign is floor((a*b + 2^30) / 2^31): the
+// low 32 bits of that quotient are bits 31..62 of the 64-bit sum, so a
+// logical shift gives them.
 inline int32_t mbqm(int32_t x, int32_t multiplier, int32_t left_shift, int32_t right_shift) {
-  constexpr int32_t kMin = std::numeric_limits<int32_t>::min();
   const auto shifted = static_cast<int32_t>(static_cast<uint32_t>(x) << left_shift);
   const int64_t ab = static_cast<int64_t>(shifted) * multiplier;
   auto high = static_cast<int32_t>(static_cast<uint64_t>(ab + (int64_t{1} << 30)) >> 31);
-  high = (shifted == kMin && multiplier == kMin) ? std::numeric_limits<int32_t>::max() : high;
+  high = (shifted == kInt32Min && multiplier == kInt32Min) ? std::numeric_limits<int32_t>::max() : high;
   // Rounding right shift, ties away from zero (gemmlowp's RoundingDivideByPOT).
   const auto mask = static_cast<int32_t>((uint32_t{1} << right_shift) - 1);
   const int32_t remainder = high & mask;
@@ -55,6 +65,164 @@ inline int32_t mbqm(int32_t x, int32_t multiplier, int32_t left_shift, int32_t r
 
 inline int32_t mbqm(int32_t x, const Rescale& r) {
   return mbqm(x, r.multiplier, r.left_shift, r.right_shift);
+}
+
+// The eight-lane version needs no saturation test: the only saturating
+// product, INT32_MIN * INT32_MIN, cannot occur once the multiplier is not
+// INT32_MIN (quantize_multiplier never makes it; callers check).
+bool vectorisable(const QuantizedMultiplier& m) { return m.multiplier != kInt32Min; }
+
+// mbqm on 8 int32 lanes; mask = 2^right_shift - 1 and half = mask >> 1 per lane.
+inline __m256i mbqm8(__m256i x, __m256i multiplier, __m256i left_shift, __m256i right_shift, __m256i mask,
+                     __m256i half) {
+  x = _mm256_sllv_epi32(x, left_shift);
+  const __m256i nudge = _mm256_set1_epi64x(int64_t{1} << 30);
+  // Even lanes' 64-bit products in place, odd lanes' after moving them down.
+  const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, multiplier), nudge);
+  const __m256i odd = _mm256_add_epi64(
+      _mm256_mul_epi32(_mm256_shuffle_epi32(x, 0xF5), _mm256_shuffle_epi32(multiplier, 0xF5)), nudge);
+  // Bits 31..62 of each product: shifted down into the even lanes, up into the odd.
+  const __m256i high = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
+  const __m256i remainder = _mm256_and_si256(high, mask);
+  const __m256i threshold = _mm256_sub_epi32(half, _mm256_srai_epi32(high, 31));  // + 1 where negative
+  return _mm256_sub_epi32(_mm256_srav_epi32(high, right_shift), _mm256_cmpgt_epi32(remainder, threshold));
+}
+
+// One Rescale in every lane.
+struct Rescale8 {
+  __m256i multiplier, left_shift, right_shift, mask, half;
+};
+
+Rescale8 broadcast(const Rescale& r) {
+  const auto mask = static_cast<int32_t>((uint32_t{1} << r.right_shift) - 1);
+  return {_mm256_set1_epi32(r.multiplier), _mm256_set1_epi32(r.left_shift), _mm256_set1_epi32(r.right_shift),
+          _mm256_set1_epi32(mask), _mm256_set1_epi32(mask >> 1)};
+}
+
+inline __m256i mbqm8(__m256i x, const Rescale8& r) {
+  return mbqm8(x, r.multiplier, r.left_shift, r.right_shift, r.mask, r.half);
+}
+
+inline __m256i load8(const int8_t* x) {
+  return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x)));
+}
+
+inline __m256i clamp8(__m256i v, __m256i lo, __m256i hi) {
+  return _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+}
+
+// Stores 8 int32 lanes already in [-128, 127] as int8.
+inline void store8(int8_t* y, __m256i v) {
+  __m256i p = _mm256_packs_epi32(v, v);  // lanes 0-3 twice, then 4-7 twice
+  p = _mm256_packs_epi16(p, p);
+  const __m128i lo = _mm256_castsi256_si128(p), hi = _mm256_extracti128_si256(p, 1);
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(y), _mm_unpacklo_epi32(lo, hi));
+}
+
+// The same for 32 lanes in four vectors.
+inline void store32(int8_t* y, __m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+  // packs work within 128-bit halves: bytes come out as v0[0:4] v1[0:4]
+  // v2[0:4] v3[0:4] | v0[4:8] v1[4:8] v2[4:8] v3[4:8]; the permute restores order.
+  const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(v0, v1), _mm256_packs_epi32(v2, v3));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y),
+                      _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
+// Per output channel: the unpacked multipliers as arrays the 8-lane loop loads.
+struct ChannelRescale {
+  std::vector<int32_t> multiplier, left_shift, right_shift, mask, half;
+  std::vector<int32_t> multiplier_odd;  // [c] = multiplier[c | 1]: the odd lanes' multipliers in the even lanes
+  bool vector = true;                   // no multiplier is INT32_MIN
+  bool any_left_shift = false;
+
+  explicit ChannelRescale(const std::vector<QuantizedMultiplier>& m) {
+    for (const QuantizedMultiplier& q : m) {
+      const Rescale r = unpack(q);
+      multiplier.push_back(r.multiplier);
+      left_shift.push_back(r.left_shift);
+      right_shift.push_back(r.right_shift);
+      mask.push_back(static_cast<int32_t>((uint32_t{1} << r.right_shift) - 1));
+      half.push_back(mask.back() >> 1);
+      vector = vector && vectorisable(q);
+      any_left_shift = any_left_shift || r.left_shift != 0;
+    }
+    for (size_t c = 0; c < multiplier.size(); ++c)
+      multiplier_odd.push_back(multiplier[std::min(c | 1, multiplier.size() - 1)]);
+  }
+  ChannelRescale() = default;
+
+  int32_t apply(int32_t x, int64_t c) const { return mbqm(x, multiplier[c], left_shift[c], right_shift[c]); }
+};
+
+// ChannelRescale's arrays as raw pointers, for the 8-lane loop (the
+// vectors' own pointers would be reloaded after every int8 store, which
+// may alias them).
+struct ChannelRescale8 {
+  const int32_t *multiplier, *multiplier_odd, *left_shift, *right_shift, *mask, *half;
+  explicit ChannelRescale8(const ChannelRescale& r)
+      : multiplier(r.multiplier.data()), multiplier_odd(r.multiplier_odd.data()), left_shift(r.left_shift.data()),
+        right_shift(r.right_shift.data()), mask(r.mask.data()), half(r.half.data()) {}
+
+  // mbqm8 with channel c's parameters in lane c.
+  template <bool kLeftShift>
+  __m256i apply(__m256i x, int64_t c) const {
+    auto at = [c](const int32_t* v) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + c)); };
+    if (kLeftShift) x = _mm256_sllv_epi32(x, at(left_shift));
+    const __m256i nudge = _mm256_set1_epi64x(int64_t{1} << 30);
+    const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, at(multiplier)), nudge);
+    const __m256i odd =
+        _mm256_add_epi64(_mm256_mul_epi32(_mm256_shuffle_epi32(x, 0xF5), at(multiplier_odd)), nudge);
+    const __m256i high = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
+    const __m256i remainder = _mm256_and_si256(high, at(mask));
+    const __m256i threshold = _mm256_sub_epi32(at(half), _mm256_srai_epi32(high, 31));
+    return _mm256_sub_epi32(_mm256_srav_epi32(high, at(right_shift)), _mm256_cmpgt_epi32(remainder, threshold));
+  }
+};
+
+// The clamp of a requantized output: output zero point and [act_min, act_max].
+struct OutputClamp {
+  int32_t zero_point = 0, lo = -128, hi = 127;
+};
+
+// y[c] = clamp(MBQM(acc[c] + offset[c], m[c]) + zo) for c < count.
+template <bool kLeftShift>
+void requantize_channels(const int32_t* acc, const int32_t* offset, const ChannelRescale& r, const OutputClamp& o,
+                         int64_t count, int8_t* y) {
+  int64_t c = 0;
+  if (r.vector) {
+    const ChannelRescale8 r8(r);
+    const __m256i zo = _mm256_set1_epi32(o.zero_point), lo = _mm256_set1_epi32(o.lo), hi = _mm256_set1_epi32(o.hi);
+    auto one = [&](int64_t at) {
+      const __m256i a = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + at)),
+                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(offset + at)));
+      return clamp8(_mm256_add_epi32(r8.apply<kLeftShift>(a, at), zo), lo, hi);
+    };
+    for (; c + 32 <= count; c += 32) store32(y + c, one(c), one(c + 8), one(c + 16), one(c + 24));
+    for (; c + 8 <= count; c += 8) store8(y + c, one(c));
+  }
+  for (; c < count; ++c) {
+    const auto a = static_cast<int32_t>(static_cast<uint32_t>(acc[c]) + static_cast<uint32_t>(offset[c]));
+    y[c] = static_cast<int8_t>(clamp_code(r.apply(a, c) + o.zero_point, o.lo, o.hi));
+  }
+}
+
+
+// Whether any of `count` accumulators has magnitude >= 2^24 (oneDNN may
+// have rounded it on its way through f32).
+bool any_beyond_f32_exact(const int32_t* acc, int64_t count) {
+  constexpr int32_t kLimit = 1 << 24;
+  __m256i vmax = _mm256_set1_epi32(kInt32Min), vmin = _mm256_set1_epi32(std::numeric_limits<int32_t>::max());
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i));
+    vmax = _mm256_max_epi32(vmax, a);
+    vmin = _mm256_min_epi32(vmin, a);
+  }
+  const __m256i beyond = _mm256_or_si256(_mm256_cmpgt_epi32(vmax, _mm256_set1_epi32(kLimit - 1)),
+                                         _mm256_cmpgt_epi32(_mm256_set1_epi32(-kLimit + 1), vmin));
+  bool any = !_mm256_testz_si256(beyond, beyond);
+  for (; i < count; ++i) any = any || acc[i] >= kLimit || acc[i] <= -kLimit;
+  return any;
 }
 
 // ---- window geometry -----------------------------------------------------------
@@ -121,163 +289,85 @@ void check_conv_params(const ConvParams& p, size_t multipliers) {
                                                                 std::to_string(p.c_out) + " output channels");
 }
 
-// Whether oneDNN's int8 convolution returns the exact int32 Σ x*w for these
-// weights on this CPU. Its jit kernels pass the s32 accumulator through f32
-// (to apply output scales) before storing it as s32, exact only while
-// |Σ x*w| <= 2^24, which 128 * Σ|w| <= 2^24 per output channel guarantees
-// (|x| <= 128); and without VNNI they halve s8 weights (rounding them) to
-// keep vpmaddubsw's int16 pair sums from saturating.
-bool onednn_is_exact(const ConvParams& p, const int8_t* weights) {
-  using dnnl::cpu_isa;
-  const cpu_isa isa = dnnl::get_effective_cpu_isa();
-  if (isa != cpu_isa::avx2_vnni && isa != cpu_isa::avx512_core_vnni && isa != cpu_isa::avx512_core_bf16 &&
-      isa != cpu_isa::avx512_core_amx)
-    return false;
-  const int64_t taps = int64_t{p.kh} * p.kw * (p.c_in / p.groups);
-  std::vector<int64_t> abs_sum(p.c_out, 0);
-  for (int64_t k = 0; k < taps; ++k)
-    for (int co = 0; co < p.c_out; ++co) abs_sum[co] += std::abs(int{weights[k * p.c_out + co]});
-  return 128 * *std::max_element(abs_sum.begin(), abs_sum.end()) <= (int64_t{1} << 24);
+// The taps [lo, hi) of a window, starting at input index `first`, that fall
+// inside the input along one axis (tap t reads first + t * dilation).
+Span valid_taps(int first, int k, int dilation, int in) {
+  int lo = 0, hi = k;
+  while (lo < k && first + lo * dilation < 0) ++lo;
+  while (hi > lo && first + (hi - 1) * dilation >= in) --hi;
+  return {lo, hi};
 }
 
-}  // namespace
-
-// ---- Conv2dKernel ----------------------------------------------------------------
-//
-// run(): unless x itself fits the windows exactly, it first goes into a
-// scratch copy padded with input_zero_point (and cut to the rows and columns
-// the windows read), so every window lies inside it; oneDNN (or the direct
-// loop) convolves that without padding into acc = Σ x*w. Since padded codes
-// equal the zero point,
-//   Σ (x - zi) * w = acc - zi * Σ w,
-// with Σ w over the whole window of channel c: one constant per channel,
-// folded with the bias into offset[c]. Requantization is then one
-// vectorisable pass over [positions, c_out].
-
-struct Conv2dKernel::Impl {
-  int hp = 0, wp = 0;     // rows and columns of the convolved input
-  bool pad_copy = false;  // convolve a padded copy of x, else x itself
-  bool use_onednn = false;
-  std::vector<int8_t> padded;  // [n, hp, wp, c_in] when pad_copy
-  std::vector<int32_t> acc;    // [n, oh, ow, c_out]
-  // Per output channel: bias - zi * Σ w, and the unpacked multipliers.
-  std::vector<int32_t> offset, multiplier, left_shift, right_shift;
-  std::vector<int8_t> weights;  // HWIO, for the direct loop
-  dnnl::convolution_forward conv;
-  memory src, wei, dst;
+// Output rows (or columns) grouped by the taps their windows keep inside
+// the input: the interior, and a few cases at each border.
+struct BorderCases {
+  std::vector<int> of;     // [out]: each output index's case
+  std::vector<Span> taps;  // by case
 };
 
-Conv2dKernel::Conv2dKernel(const ConvParams& p, const int8_t* weights, const int32_t* bias,
-                           const std::vector<QuantizedMultiplier>& multipliers)
-    : p_(p), impl_(std::make_unique<Impl>()) {
-  check_conv_params(p, multipliers.size());
-  Impl& im = *impl_;
-  const int ext_h = extent(p.kh, p.dilation_h), ext_w = extent(p.kw, p.dilation_w);
-  im.hp = (p.oh - 1) * p.stride_h + ext_h;
-  im.wp = (p.ow - 1) * p.stride_w + ext_w;
-  // x itself serves when the windows start at its corner and the last ones
-  // end within a stride of its far edges (what oneDNN's unpadded output size
-  // formula requires).
-  const bool fits = p.pad_top == 0 && p.pad_left == 0 && im.hp <= p.h && p.h - im.hp < p.stride_h &&
-                    im.wp <= p.w && p.w - im.wp < p.stride_w;
-  im.pad_copy = !fits;
-  if (fits) {
-    im.hp = p.h;
-    im.wp = p.w;
-  } else {
-    im.padded.resize(static_cast<size_t>(p.n) * im.hp * im.wp * p.c_in);
+BorderCases border_cases(int out, int stride, int pad, int k, int dilation, int in) {
+  BorderCases b;
+  std::map<std::pair<int, int>, int> ids;
+  for (int o = 0; o < out; ++o) {
+    const Span t = valid_taps(o * stride - pad, k, dilation, in);
+    const auto [it, fresh] = ids.emplace(std::make_pair(t.lo, t.hi), static_cast<int>(b.taps.size()));
+    if (fresh) b.taps.push_back(t);
+    b.of.push_back(it->second);
   }
-  im.acc.resize(static_cast<size_t>(p.n) * p.oh * p.ow * p.c_out);
-
-  const int64_t taps = int64_t{p.kh} * p.kw * (p.c_in / p.groups);
-  const int64_t weight_count = taps * p.c_out;
-  std::vector<int32_t> weight_sum(p.c_out, 0);
-  for (int64_t k = 0; k < taps; ++k)
-    for (int co = 0; co < p.c_out; ++co) weight_sum[co] += weights[k * p.c_out + co];
-  im.offset.resize(p.c_out);
-  im.multiplier.resize(p.c_out);
-  im.left_shift.resize(p.c_out);
-  im.right_shift.resize(p.c_out);
-  for (int co = 0; co < p.c_out; ++co) {
-    im.offset[co] = (bias ? bias[co] : 0) - p.input_zero_point * weight_sum[co];
-    const Rescale r = unpack(multipliers[co]);
-    im.multiplier[co] = r.multiplier;
-    im.left_shift[co] = r.left_shift;
-    im.right_shift[co] = r.right_shift;
-  }
-
-  im.use_onednn = onednn_is_exact(p, weights);
-  if (!im.use_onednn) {
-    im.weights.assign(weights, weights + weight_count);
-    return;
-  }
-  using dt = memory::data_type;
-  using tag = memory::format_tag;
-  auto& eng = du::engine();
-  const memory::desc src_md({p.n, p.c_in, im.hp, im.wp}, dt::s8, tag::nhwc);
-  const memory::desc dst_md({p.n, p.c_out, p.oh, p.ow}, dt::s32, tag::nhwc);
-  // HWIO [kh, kw, c_in, c_out] is oneDNN's hwio over {O, I, KH, KW}; the
-  // depthwise [kh, kw, 1, c] is hwigo over {G, 1, 1, KH, KW}.
-  const memory::dims wdims =
-      p.groups == 1 ? memory::dims{p.c_out, p.c_in, p.kh, p.kw} : memory::dims{p.groups, 1, 1, p.kh, p.kw};
-  const memory::desc user_w_md(wdims, dt::s8, p.groups == 1 ? tag::hwio : tag::hwigo);
-  const memory::desc any_w_md(wdims, dt::s8, tag::any);
-  const dnnl::convolution_forward::desc desc(
-      dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md, any_w_md, dst_md,
-      {p.stride_h, p.stride_w}, {p.dilation_h - 1, p.dilation_w - 1}, {0, 0}, {0, 0});
-  const dnnl::convolution_forward::primitive_desc pd(desc, eng);
-  im.conv = dnnl::convolution_forward(pd);
-  // The reorder also computes oneDNN's s8-source compensation.
-  memory user_w(user_w_md, eng, const_cast<int8_t*>(weights));
-  im.wei = memory(pd.weights_desc(), eng);
-  dnnl::reorder(user_w, im.wei).execute(du::stream(), user_w, im.wei);
-  du::stream().wait();
-  im.src = memory(src_md, eng, DNNL_MEMORY_NONE);
-  im.dst = memory(dst_md, eng, im.acc.data());
+  return b;
 }
 
-Conv2dKernel::~Conv2dKernel() = default;
+// How oneDNN sees one axis: the input extent it convolves and the padding
+// at the far end for which its output-size formula gives `out`; crop when x
+// has more unread rows past the last window than the formula allows (then
+// oneDNN convolves a copy cut to `in`).
+struct AxisFit {
+  int in = 0, pad_end = 0;
+  bool crop = false;
+};
 
-namespace {
-
-// x [n, h, w, c] into padded [n, hp, wp, c]: the image at (pad_top,
-// pad_left), every other position (and nothing past hp, wp) set to zi.
-void pad_input(const ConvParams& p, int hp, int wp, const int8_t* x, int8_t* padded) {
-  const auto fill = static_cast<int8_t>(p.input_zero_point);
-  const int64_t c = p.c_in;
-  const int col_lo = std::min(p.pad_left, wp), col_hi = std::min(p.pad_left + p.w, wp);
-#pragma omp parallel for collapse(2) if (int64_t{p.n} * hp * wp * c > 65536)
-  for (int n = 0; n < p.n; ++n)
-    for (int r = 0; r < hp; ++r) {
-      int8_t* row = padded + (int64_t{n} * hp + r) * wp * c;
-      const int sy = r - p.pad_top;
-      if (sy < 0 || sy >= p.h || col_hi <= col_lo) {
-        std::memset(row, fill, wp * c);
-        continue;
-      }
-      std::memset(row, fill, col_lo * c);
-      std::memcpy(row + col_lo * c, x + ((int64_t{n} * p.h + sy) * p.w + col_lo - p.pad_left) * c,
-                  (col_hi - col_lo) * c);
-      std::memset(row + col_hi * c, fill, (wp - col_hi) * c);
-    }
+AxisFit onednn_axis(int in, int out, int k, int stride, int dilation, int pad) {
+  const int reach = (out - 1) * stride + extent(k, dilation) - pad;  // the windows read [0, reach)
+  if (reach >= in) return {in, reach - in, false};
+  if (in - reach < stride) return {in, 0, false};  // the formula's floor drops the unread rest
+  return {reach, 0, true};
 }
 
-// acc [n, oh, ow, c_out] = Σ x*w over unpadded windows of src [n, hp, wp,
-// c_in]: the exact integer path where oneDNN would not be exact.
-void accumulate_direct(const ConvParams& p, int hp, int wp, const int8_t* src, const int8_t* w,
-                       int32_t* acc) {
+// oneDNN implementations whose int8 results are known (tests/quant/
+// test_int8_kernels.cpp) to be the exact integer sum passed once through
+// f32: its jit direct and brgemm kernels. Others take the direct loop.
+bool trusted_onednn_impl(const std::string& name) {
+  return name.rfind("jit_int8", 0) == 0 || name.rfind("brgconv", 0) == 0;
+}
+
+bool cpu_has_vnni() {
+  using dnnl::cpu_isa;
+  const cpu_isa isa = dnnl::get_effective_cpu_isa();
+  return isa == cpu_isa::avx2_vnni || isa == cpu_isa::avx512_core_vnni || isa == cpu_isa::avx512_core_bf16 ||
+         isa == cpu_isa::avx512_core_amx;
+}
+
+size_t round_up_64(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+// acc [n, oh, ow, c_out] = Σ x*w over each window's taps inside x [n, h, w,
+// c_in]: the exact integer path where oneDNN is not used.
+void accumulate_direct(const ConvParams& p, const BorderCases& rows, const BorderCases& cols, const int8_t* x,
+                       const int8_t* w, int32_t* acc) {
   const int64_t ci_n = p.c_in, co_n = p.c_out;
   const bool depthwise = p.groups != 1;
 #pragma omp parallel for collapse(2) if (int64_t{p.n} * p.oh * p.ow * co_n > 16384)
   for (int n = 0; n < p.n; ++n)
-    for (int oy = 0; oy < p.oh; ++oy)
+    for (int oy = 0; oy < p.oh; ++oy) {
+      const Span ty = rows.taps[rows.of[oy]];
       for (int ox = 0; ox < p.ow; ++ox) {
+        const Span tx = cols.taps[cols.of[ox]];
         int32_t* a = acc + ((int64_t{n} * p.oh + oy) * p.ow + ox) * co_n;
         std::fill(a, a + co_n, 0);
-        for (int ky = 0; ky < p.kh; ++ky)
-          for (int kx = 0; kx < p.kw; ++kx) {
-            const int iy = oy * p.stride_h + ky * p.dilation_h, ix = ox * p.stride_w + kx * p.dilation_w;
-            const int8_t* xs = src + ((int64_t{n} * hp + iy) * wp + ix) * ci_n;
+        for (int ky = ty.lo; ky < ty.hi; ++ky)
+          for (int kx = tx.lo; kx < tx.hi; ++kx) {
+            const int iy = oy * p.stride_h - p.pad_top + ky * p.dilation_h;
+            const int ix = ox * p.stride_w - p.pad_left + kx * p.dilation_w;
+            const int8_t* xs = x + ((int64_t{n} * p.h + iy) * p.w + ix) * ci_n;
             if (depthwise) {
               const int8_t* wk = w + (int64_t{ky} * p.kw + kx) * co_n;  // [c]
               for (int64_t c = 0; c < co_n; ++c) a[c] += int32_t{xs[c]} * wk[c];
@@ -291,39 +381,227 @@ void accumulate_direct(const ConvParams& p, int hp, int wp, const int8_t* src, c
             }
           }
       }
+    }
+}
+
+// One output's Σ x*w over its window's taps inside x, in wrapping int32.
+int32_t window_sum(const ConvParams& p, Span ty, Span tx, const int8_t* x, const int8_t* w, int n, int oy, int ox,
+                   int co) {
+  const int64_t ci_n = p.c_in, co_n = p.c_out;
+  const bool depthwise = p.groups != 1;
+  uint32_t sum = 0;
+  for (int ky = ty.lo; ky < ty.hi; ++ky)
+    for (int kx = tx.lo; kx < tx.hi; ++kx) {
+      const int iy = oy * p.stride_h - p.pad_top + ky * p.dilation_h;
+      const int ix = ox * p.stride_w - p.pad_left + kx * p.dilation_w;
+      const int8_t* xs = x + ((int64_t{n} * p.h + iy) * p.w + ix) * ci_n;
+      const int64_t tap = int64_t{ky} * p.kw + kx;
+      if (depthwise) {
+        sum += static_cast<uint32_t>(int32_t{xs[co]} * w[tap * co_n + co]);
+        continue;
+      }
+      for (int64_t ci = 0; ci < ci_n; ++ci)
+        sum += static_cast<uint32_t>(int32_t{xs[ci]} * w[(tap * ci_n + ci) * co_n + co]);
+    }
+  return static_cast<int32_t>(sum);
+}
+
+// x [n, h, w, c] cut to [n, h_in, w_in, c].
+void crop_input(const ConvParams& p, int h_in, int w_in, const int8_t* x, int8_t* out) {
+  const int64_t row = int64_t{w_in} * p.c_in;
+  for (int n = 0; n < p.n; ++n)
+    for (int r = 0; r < h_in; ++r)
+      std::memcpy(out + (int64_t{n} * h_in + r) * row, x + ((int64_t{n} * p.h + r) * p.w) * p.c_in, row);
 }
 
 }  // namespace
 
+// ---- Conv2dKernel ----------------------------------------------------------------
+//
+// run(): oneDNN (or the direct loop) convolves x with zero padding into
+// acc = Σ x*w over the taps inside the input. Padded codes stand for the
+// zero point, so the wanted sum is
+//   Σ (x - zi) * w = acc - zi * Σ w   (Σ w over the same taps),
+// and the taps a window keeps depend only on its border case (top rows,
+// interior, bottom rows; the same for columns): offsets[case][c] = bias -
+// zi * Σ w holds one vector per case pair. Requantization is then one
+// vectorised pass over [positions, c_out]; rows where oneDNN returned a
+// magnitude >= 2^24 get those outputs recomputed exactly (every integer up
+// to 2^24 is a float, so anything smaller passed through f32 unchanged).
+
+struct Conv2dKernel::Impl {
+  BorderCases rows, cols;
+  std::vector<int32_t> offsets;  // [row case][column case][c_out]
+  ChannelRescale rescale;
+  OutputClamp clamp;
+  std::vector<int8_t> weights;  // HWIO, for the direct loop and recomputation
+  bool use_onednn = false;
+  bool scan = false;  // some Σ x*w may reach 2^24: look for rounded results
+  bool crop = false;  // oneDNN convolves x cut to [h_in, w_in]
+  int h_in = 0, w_in = 0;
+  size_t acc_bytes = 0, crop_bytes = 0;
+  std::unique_ptr<void, decltype(&std::free)> own_scratch{nullptr, &std::free};
+  dnnl::convolution_forward conv;
+  memory src, wei, dst;
+
+  void setup_onednn(const ConvParams& p, const int8_t* weights);
+  void recompute_row(const ConvParams& p, const int8_t* x, const int32_t* acc, int n, int oy, int8_t* y) const;
+};
+
+void Conv2dKernel::Impl::setup_onednn(const ConvParams& p, const int8_t* w) {
+  if (!cpu_has_vnni()) return;  // without VNNI oneDNN rounds s8 weights
+  const AxisFit fh = onednn_axis(p.h, p.oh, p.kh, p.stride_h, p.dilation_h, p.pad_top);
+  const AxisFit fw = onednn_axis(p.w, p.ow, p.kw, p.stride_w, p.dilation_w, p.pad_left);
+  if (fh.in <= 0 || fw.in <= 0) return;  // every window in the padding
+  using dt = memory::data_type;
+  using tag = memory::format_tag;
+  try {
+    auto& eng = du::engine();
+    const memory::desc src_md({p.n, p.c_in, fh.in, fw.in}, dt::s8, tag::nhwc);
+    const memory::desc dst_md({p.n, p.c_out, p.oh, p.ow}, dt::s32, tag::nhwc);
+    // HWIO [kh, kw, c_in, c_out] is oneDNN's hwio over {O, I, KH, KW}; the
+    // depthwise [kh, kw, 1, c] is hwigo over {G, 1, 1, KH, KW}.
+    const memory::dims wdims =
+        p.groups == 1 ? memory::dims{p.c_out, p.c_in, p.kh, p.kw} : memory::dims{p.groups, 1, 1, p.kh, p.kw};
+    const memory::desc user_w_md(wdims, dt::s8, p.groups == 1 ? tag::hwio : tag::hwigo);
+    const memory::desc any_w_md(wdims, dt::s8, tag::any);
+    const dnnl::convolution_forward::desc desc(
+        dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md, any_w_md, dst_md,
+        {p.stride_h, p.stride_w}, {p.dilation_h - 1, p.dilation_w - 1}, {p.pad_top, p.pad_left},
+        {fh.pad_end, fw.pad_end});
+    const dnnl::convolution_forward::primitive_desc pd(desc, eng);
+    if (!trusted_onednn_impl(pd.impl_info_str())) return;
+    conv = dnnl::convolution_forward(pd);
+    // The reorder also computes oneDNN's s8-source compensation.
+    memory user_w(user_w_md, eng, const_cast<int8_t*>(w));
+    wei = memory(pd.weights_desc(), eng);
+    dnnl::reorder(user_w, wei).execute(du::stream(), user_w, wei);
+    du::stream().wait();
+    src = memory(src_md, eng, DNNL_MEMORY_NONE);
+    dst = memory(dst_md, eng, DNNL_MEMORY_NONE);
+  } catch (const dnnl::error&) {
+    return;  // a geometry oneDNN does not take: the direct loop
+  }
+  use_onednn = true;
+  crop = fh.crop || fw.crop;
+  h_in = fh.in;
+  w_in = fw.in;
+  crop_bytes = crop ? round_up_64(static_cast<size_t>(p.n) * h_in * w_in * p.c_in) : 0;
+}
+
+void Conv2dKernel::Impl::recompute_row(const ConvParams& p, const int8_t* x, const int32_t* acc, int n, int oy,
+                                       int8_t* y) const {
+  constexpr int32_t kLimit = 1 << 24;
+  const int64_t co_n = p.c_out;
+  const Span ty = rows.taps[rows.of[oy]];
+  for (int ox = 0; ox < p.ow; ++ox) {
+    const Span tx = cols.taps[cols.of[ox]];
+    const int64_t at = ((int64_t{n} * p.oh + oy) * p.ow + ox) * co_n;
+    const int32_t* off = offsets.data() + (int64_t{rows.of[oy]} * cols.taps.size() + cols.of[ox]) * co_n;
+    for (int co = 0; co < p.c_out; ++co) {
+      if (acc[at + co] < kLimit && acc[at + co] > -kLimit) continue;
+      const uint32_t sum = static_cast<uint32_t>(window_sum(p, ty, tx, x, weights.data(), n, oy, ox, co)) +
+                           static_cast<uint32_t>(off[co]);
+      y[at + co] = static_cast<int8_t>(
+          clamp_code(rescale.apply(static_cast<int32_t>(sum), co) + clamp.zero_point, clamp.lo, clamp.hi));
+    }
+  }
+}
+
+Conv2dKernel::Conv2dKernel(const ConvParams& p, const int8_t* weights, const int32_t* bias,
+                           const std::vector<QuantizedMultiplier>& multipliers)
+    : p_(p), impl_(std::make_unique<Impl>()) {
+  check_conv_params(p, multipliers.size());
+  Impl& im = *impl_;
+  im.rows = border_cases(p.oh, p.stride_h, p.pad_top, p.kh, p.dilation_h, p.h);
+  im.cols = border_cases(p.ow, p.stride_w, p.pad_left, p.kw, p.dilation_w, p.w);
+  im.rescale = ChannelRescale(multipliers);
+  im.clamp = {.zero_point = p.output_zero_point, .lo = p.act_min, .hi = p.act_max};
+
+  // Σ w and Σ |w| per tap and output channel.
+  const int64_t taps = int64_t{p.kh} * p.kw, ci_g = p.c_in / p.groups, co_n = p.c_out;
+  std::vector<int64_t> tap_sum(taps * co_n, 0), abs_sum(co_n, 0);
+  for (int64_t t = 0; t < taps; ++t)
+    for (int64_t ci = 0; ci < ci_g; ++ci)
+      for (int64_t co = 0; co < co_n; ++co) {
+        const int8_t v = weights[(t * ci_g + ci) * co_n + co];
+        tap_sum[t * co_n + co] += v;
+        abs_sum[co] += std::abs(int{v});
+      }
+  const size_t row_cases = im.rows.taps.size(), col_cases = im.cols.taps.size();
+  im.offsets.resize(row_cases * col_cases * co_n);
+  for (size_t ry = 0; ry < row_cases; ++ry)
+    for (size_t rx = 0; rx < col_cases; ++rx) {
+      const Span ty = im.rows.taps[ry], tx = im.cols.taps[rx];
+      int32_t* off = im.offsets.data() + (ry * col_cases + rx) * co_n;
+      for (int64_t co = 0; co < co_n; ++co) {
+        int64_t s = 0;
+        for (int ky = ty.lo; ky < ty.hi; ++ky)
+          for (int kx = tx.lo; kx < tx.hi; ++kx) s += tap_sum[(int64_t{ky} * p.kw + kx) * co_n + co];
+        // In wrapping int32, as the reference's accumulator.
+        off[co] = static_cast<int32_t>(static_cast<uint32_t>(bias ? bias[co] : 0) -
+                                       static_cast<uint32_t>(p.input_zero_point) * static_cast<uint32_t>(s));
+      }
+    }
+
+  im.setup_onednn(p, weights);
+  // |x| <= 128: below this bound no Σ x*w reaches 2^24.
+  im.scan = im.use_onednn && 128 * *std::max_element(abs_sum.begin(), abs_sum.end()) > (int64_t{1} << 24);
+  if (!im.use_onednn || im.scan) im.weights.assign(weights, weights + taps * ci_g * co_n);
+  im.acc_bytes = round_up_64(static_cast<size_t>(p.n) * p.oh * p.ow * co_n * sizeof(int32_t));
+}
+
+Conv2dKernel::~Conv2dKernel() = default;
+
+size_t Conv2dKernel::scratch_bytes() const { return impl_->acc_bytes + impl_->crop_bytes; }
+
+const char* Conv2dKernel::path() const { return impl_->use_onednn ? "onednn" : "direct"; }
+
 void Conv2dKernel::run(const int8_t* x, int8_t* y) {
+  Impl& im = *impl_;
+  if (!im.own_scratch) {
+    im.own_scratch.reset(std::aligned_alloc(64, scratch_bytes()));
+    BONSAI_CHECK(im.own_scratch, "int8 conv: cannot allocate " + std::to_string(scratch_bytes()) + " bytes");
+  }
+  run(x, y, im.own_scratch.get());
+}
+
+void Conv2dKernel::run(const int8_t* x, int8_t* y, void* scratch) {
   const ConvParams& p = p_;
   Impl& im = *impl_;
-  const int8_t* src = x;
-  if (im.pad_copy) {
-    pad_input(p, im.hp, im.wp, x, im.padded.data());
-    src = im.padded.data();
-  }
+  auto* acc = static_cast<int32_t*>(scratch);
   if (im.use_onednn) {
+    const int8_t* src = x;
+    if (im.crop) {
+      int8_t* cropped = static_cast<int8_t*>(scratch) + im.acc_bytes;
+      crop_input(p, im.h_in, im.w_in, x, cropped);
+      src = cropped;
+    }
     im.src.set_data_handle(const_cast<int8_t*>(src));
+    im.dst.set_data_handle(acc);
     im.conv.execute(du::stream(),
                     {{DNNL_ARG_SRC, im.src}, {DNNL_ARG_WEIGHTS, im.wei}, {DNNL_ARG_DST, im.dst}});
     du::stream().wait();
   } else {
-    accumulate_direct(p, im.hp, im.wp, src, im.weights.data(), im.acc.data());
+    accumulate_direct(p, im.rows, im.cols, x, im.weights.data(), acc);
   }
-  const int64_t positions = int64_t{p.n} * p.oh * p.ow, co_n = p.c_out;
-  const int32_t* offset = im.offset.data();
-  const int32_t* mult = im.multiplier.data();
-  const int32_t* ls = im.left_shift.data();
-  const int32_t* rs = im.right_shift.data();
-  const int32_t zo = p.output_zero_point, lo = p.act_min, hi = p.act_max;
-#pragma omp parallel for if (positions * co_n > 65536)
-  for (int64_t i = 0; i < positions; ++i) {
-    const int32_t* a = im.acc.data() + i * co_n;
-    int8_t* out = y + i * co_n;
-    for (int64_t c = 0; c < co_n; ++c)
-      out[c] = static_cast<int8_t>(clamp_code(mbqm(a[c] + offset[c], mult[c], ls[c], rs[c]) + zo, lo, hi));
-  }
+  const int64_t co_n = p.c_out, col_cases = static_cast<int64_t>(im.cols.taps.size());
+#pragma omp parallel for collapse(2) if (int64_t{p.n} * p.oh * p.ow * co_n > 65536)
+  for (int n = 0; n < p.n; ++n)
+    for (int oy = 0; oy < p.oh; ++oy) {
+      const int64_t row = (int64_t{n} * p.oh + oy) * p.ow * co_n;
+      const int32_t* row_offsets = im.offsets.data() + im.rows.of[oy] * col_cases * co_n;
+      for (int ox = 0; ox < p.ow; ++ox) {
+        const int32_t* offset = row_offsets + im.cols.of[ox] * co_n;
+        const int32_t* a = acc + row + ox * co_n;
+        int8_t* out = y + row + ox * co_n;
+        if (im.rescale.any_left_shift)
+          requantize_channels<true>(a, offset, im.rescale, im.clamp, co_n, out);
+        else
+          requantize_channels<false>(a, offset, im.rescale, im.clamp, co_n, out);
+      }
+      if (im.scan && any_beyond_f32_exact(acc + row, p.ow * co_n)) im.recompute_row(p, x, acc, n, oy, y);
+    }
 }
 
 // ---- fully connected ---------------------------------------------------------------
@@ -372,8 +650,24 @@ AddParams make_add_params(const AffineQuant& in1, const AffineQuant& in2, const 
 void add(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_t count) {
   const Rescale r1 = unpack(p.input1_multiplier), r2 = unpack(p.input2_multiplier),
                 ro = unpack(p.output_multiplier);
+  int64_t i = 0;
+  if (vectorisable(p.input1_multiplier) && vectorisable(p.input2_multiplier) &&
+      vectorisable(p.output_multiplier) && p.left_shift >= 0 && p.left_shift <= 30) {
+    const Rescale8 v1 = broadcast(r1), v2 = broadcast(r2), vo = broadcast(ro);
+    const __m256i o1 = _mm256_set1_epi32(p.input1_offset), o2 = _mm256_set1_epi32(p.input2_offset);
+    const __m256i zo = _mm256_set1_epi32(p.output_offset), lo = _mm256_set1_epi32(p.act_min),
+                  hi = _mm256_set1_epi32(p.act_max);
+    const __m128i up = _mm_cvtsi32_si128(p.left_shift);
+    auto one = [&](int64_t at) {
+      const __m256i s1 = mbqm8(_mm256_sll_epi32(_mm256_add_epi32(load8(a + at), o1), up), v1);
+      const __m256i s2 = mbqm8(_mm256_sll_epi32(_mm256_add_epi32(load8(b + at), o2), up), v2);
+      return clamp8(_mm256_add_epi32(mbqm8(_mm256_add_epi32(s1, s2), vo), zo), lo, hi);
+    };
+    for (; i + 32 <= count; i += 32) store32(y + i, one(i), one(i + 8), one(i + 16), one(i + 24));
+    for (; i + 8 <= count; i += 8) store8(y + i, one(i));
+  }
   const int32_t scale_up = 1 << p.left_shift;
-  for (int64_t i = 0; i < count; ++i) {
+  for (; i < count; ++i) {
     const int32_t sum =
         mbqm((a[i] + p.input1_offset) * scale_up, r1) + mbqm((b[i] + p.input2_offset) * scale_up, r2);
     y[i] = static_cast<int8_t>(clamp_code(mbqm(sum, ro) + p.output_offset, p.act_min, p.act_max));
@@ -393,19 +687,236 @@ MulParams make_mul_params(const AffineQuant& in1, const AffineQuant& in2, const 
 void mul(const MulParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_t outer, int64_t inner,
          int64_t broadcast_group) {
   const Rescale r = unpack(p.multiplier);
+  const bool vector = vectorisable(p.multiplier);
+  const Rescale8 v = broadcast(r);
+  const __m256i o1 = _mm256_set1_epi32(p.input1_offset), o2 = _mm256_set1_epi32(p.input2_offset);
+  const __m256i zo = _mm256_set1_epi32(p.output_offset), lo = _mm256_set1_epi32(p.act_min),
+                hi = _mm256_set1_epi32(p.act_max);
   for (int64_t row = 0; row < outer; ++row) {
     const int8_t* ar = a + row * inner;
     const int8_t* br = b + (row / broadcast_group) * inner;
     int8_t* yr = y + row * inner;
-    for (int64_t i = 0; i < inner; ++i) {
+    int64_t i = 0;
+    if (vector) {
+      auto one = [&](int64_t at) {
+        const __m256i prod =
+            _mm256_mullo_epi32(_mm256_add_epi32(load8(ar + at), o1), _mm256_add_epi32(load8(br + at), o2));
+        return clamp8(_mm256_add_epi32(mbqm8(prod, v), zo), lo, hi);
+      };
+      for (; i + 32 <= inner; i += 32) store32(yr + i, one(i), one(i + 8), one(i + 16), one(i + 24));
+      for (; i + 8 <= inner; i += 8) store8(yr + i, one(i));
+    }
+    for (; i < inner; ++i) {
       const int32_t prod = (ar[i] + p.input1_offset) * (br[i] + p.input2_offset);
       yr[i] = static_cast<int8_t>(clamp_code(mbqm(prod, r) + p.output_offset, p.act_min, p.act_max));
     }
   }
 }
 
+// ---- two-input tables ----------------------------------------------------------------
+
+namespace {
+
+// Every (a, b) pair in table order: a = i / 256 - 128, b = i % 256 - 128.
+std::pair<std::vector<int8_t>, std::vector<int8_t>> all_pairs() {
+  std::vector<int8_t> a(PairTable::kSize), b(PairTable::kSize);
+  for (int i = 0; i < PairTable::kSize; ++i) {
+    a[i] = static_cast<int8_t>((i >> 8) - 128);
+    b[i] = static_cast<int8_t>((i & 255) - 128);
+  }
+  return {std::move(a), std::move(b)};
+}
+
+}  // namespace
+
+namespace {
+
+// ADD in f32, and where it is exact.
+//
+// Exactly, with v_i = code_i + offset_i (|v_i| <= 255) and m = M * 2^-(31 + rs)
+// the real value of each quantized multiplier (left shifts 0):
+//   T_i = MBQM(v_i * 2^20, M_i),  S = T_1 + T_2,  q = MBQM(S, M_o),  y = clamp(q + zo).
+// MBQM(x, M) first rounds x*M/2^31 to an integer (error <= 1/2), then divides
+// by 2^rs rounding half away from zero; so |T_i - v_i 2^20 m_i| <= 1/2 +
+// 2^-(rs_i+1) <= 1, and with r = v_1 (2^20 m_1 m_o) + v_2 (2^20 m_2 m_o) (the
+// real sum in output steps), |S m_o - r| <= 2 m_o. For q itself the first
+// rounding moves S M_o / 2^(31+rs_o) by at most Δ = 2^-(rs_o+1) before the
+// final rounding: wherever S m_o is more than Δ from a half-integer, q is
+// its nearest integer. Hence, if r is more than Δ + 2 m_o from every
+// half-integer, q = round(r) = floor(r + 1/2).
+// The kernel computes t ≈ r + 1/2 in f32 with two FMAs from f32 constants;
+// E bounds that error (constants, two roundings, and frac(t) = t - floor(t)
+// itself, exact but near t in (-1/2, 0)). Where frac(t) lies in
+// [band, 1 - band], band = Δ + 2 m_o + 2E, floor(t) is q exactly; elsewhere
+// (a near-tie: about 2 * band of the pairs) the kernel reads the table.
+PairTable::Screen add_screen(const AddParams& p) {
+  const Rescale r1 = unpack(p.input1_multiplier), r2 = unpack(p.input2_multiplier),
+                ro = unpack(p.output_multiplier);
+  PairTable::Screen s;
+  if (!vectorisable(p.input1_multiplier) || !vectorisable(p.input2_multiplier) ||
+      !vectorisable(p.output_multiplier) || r1.left_shift != 0 || r2.left_shift != 0 || ro.left_shift != 0 ||
+      p.left_shift < 0 || p.left_shift > 22)  // |v| * 2^left_shift must stay an int32
+    return s;
+  auto real = [](const Rescale& r) { return std::ldexp(static_cast<double>(r.multiplier), -31 - r.right_shift); };
+  const double m_o = std::abs(real(ro));
+  const double alpha = std::ldexp(real(r1) * real(ro), p.left_shift);
+  const double beta = std::ldexp(real(r2) * real(ro), p.left_shift);
+  const double offset = alpha * p.input1_offset + beta * p.input2_offset + 0.5;
+  // |t| and every partial sum stay below `most`; each f32 rounding (three
+  // constants, two FMAs) costs at most most * 2^-24, the double arithmetic
+  // above far less, and frac(t) at most 2^-24.
+  const double most = 128 * (std::abs(alpha) + std::abs(beta)) + std::abs(offset) + 1;
+  const double error = 6 * most * std::ldexp(1.0, -24) + std::ldexp(1.0, -23);
+  const double band = std::ldexp(1.0, -(ro.right_shift + 1)) + 2 * m_o + 2 * error;
+  if (!(band < 1.0 / 64)) return s;  // too many near-ties (or too large a range): the table throughout
+  s.on = true;
+  s.scale_a = static_cast<float>(alpha);
+  s.scale_b = static_cast<float>(beta);
+  s.offset = static_cast<float>(offset);
+  s.band = static_cast<float>(band);
+  s.zero_point = p.output_offset;
+  s.lo = p.act_min;
+  s.hi = p.act_max;
+  return s;
+}
+
+}  // namespace
+
+PairTable PairTable::add(const AddParams& p) {
+  PairTable t;
+  const auto [a, b] = all_pairs();
+  int8::add(p, a.data(), b.data(), t.table_.data(), kSize);
+  t.screen_ = add_screen(p);
+  return t;
+}
+
+PairTable PairTable::mul(const MulParams& p) {
+  PairTable t;
+  const auto [a, b] = all_pairs();
+  int8::mul(p, a.data(), b.data(), t.table_.data(), 1, kSize, 1);
+  return t;
+}
+
+namespace {
+
+// y[i] = table[(a[i] + 128) * 256 + (b[i] + 128)] for i < count.
+void pair_lookup(const int8_t* table, const int8_t* a, const int8_t* b, int8_t* y, int64_t count) {
+  int64_t i = 0;
+  const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80));  // code + 128, as an unsigned byte
+  const __m256i low_byte = _mm256_set1_epi32(0xFF);
+  for (; i + 16 <= count; i += 16) {
+    const __m128i av = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i)), flip);
+    const __m128i bv = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i)), flip);
+    // 16-bit indices (a + 128) * 256 + (b + 128), widened to 32 bits for the gathers, which
+    // read 4 bytes each (the table has 3 bytes of slack) of which the low one is wanted.
+    const __m256i i0 = _mm256_cvtepu16_epi32(_mm_unpacklo_epi8(bv, av));
+    const __m256i i1 = _mm256_cvtepu16_epi32(_mm_unpackhi_epi8(bv, av));
+    const __m256i g0 = _mm256_and_si256(_mm256_i32gather_epi32(reinterpret_cast<const int*>(table), i0, 1), low_byte);
+    const __m256i g1 = _mm256_and_si256(_mm256_i32gather_epi32(reinterpret_cast<const int*>(table), i1, 1), low_byte);
+    const __m256i words = _mm256_permute4x64_epi64(_mm256_packus_epi32(g0, g1), 0xD8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
+                     _mm_packus_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1)));
+  }
+  for (; i < count; ++i)
+    y[i] = table[(static_cast<uint8_t>(a[i] ^ 0x80) << 8) | static_cast<uint8_t>(b[i] ^ 0x80)];
+}
+
+// ADD through its screen (add_screen), 32 pairs at a time; a group with a
+// near-tie reads the table. Should near-ties be common after all (inputs
+// concentrated on them), the rest goes to the table directly.
+void screened_add(const int8_t* table, const PairTable::Screen& s, const int8_t* a, const int8_t* b, int8_t* y,
+                  int64_t count) {
+  const __m256 sa = _mm256_set1_ps(s.scale_a), sb = _mm256_set1_ps(s.scale_b), offset = _mm256_set1_ps(s.offset);
+  const __m256 low = _mm256_set1_ps(s.band), high = _mm256_set1_ps(1.0f - s.band);
+  const __m256i zo = _mm256_set1_epi32(s.zero_point), lo = _mm256_set1_epi32(s.lo), hi = _mm256_set1_epi32(s.hi);
+  int64_t i = 0, groups = 0, fallbacks = 0;
+  for (; i + 32 <= count; i += 32, ++groups) {
+    if (groups >= 64 && 4 * fallbacks > groups) break;
+    __m256i q[4];
+    __m256 near_tie = _mm256_setzero_ps();
+    for (int j = 0; j < 4; ++j) {
+      const __m256 fa = _mm256_cvtepi32_ps(load8(a + i + 8 * j)), fb = _mm256_cvtepi32_ps(load8(b + i + 8 * j));
+      const __m256 t = _mm256_fmadd_ps(fa, sa, _mm256_fmadd_ps(fb, sb, offset));
+      const __m256 k = _mm256_floor_ps(t), frac = _mm256_sub_ps(t, k);
+      near_tie = _mm256_or_ps(near_tie, _mm256_or_ps(_mm256_cmp_ps(frac, low, _CMP_LT_OQ),
+                                                     _mm256_cmp_ps(frac, high, _CMP_GT_OQ)));
+      q[j] = clamp8(_mm256_add_epi32(_mm256_cvttps_epi32(k), zo), lo, hi);
+    }
+    if (_mm256_testz_ps(near_tie, near_tie)) {
+      store32(y + i, q[0], q[1], q[2], q[3]);
+    } else {
+      pair_lookup(table, a + i, b + i, y + i, 32);
+      ++fallbacks;
+    }
+  }
+  pair_lookup(table, a + i, b + i, y + i, count - i);
+}
+
+// Elementwise loops split into blocks for the OpenMP threads, when large enough.
+constexpr int64_t kBlock = 16384;
+
+}  // namespace
+
+void PairTable::run(const int8_t* a, const int8_t* b, int8_t* y, int64_t count) const {
+  auto span = [&](int64_t start, int64_t n) {
+    if (screen_.on)
+      screened_add(table_.data(), screen_, a + start, b + start, y + start, n);
+    else
+      pair_lookup(table_.data(), a + start, b + start, y + start, n);
+  };
+  if (count <= 4 * kBlock) return span(0, count);  // no OpenMP region: entering one costs microseconds
+#pragma omp parallel for
+  for (int64_t start = 0; start < count; start += kBlock) span(start, std::min(kBlock, count - start));
+}
+
+void PairTable::run(const int8_t* a, const int8_t* b, int8_t* y, int64_t outer, int64_t inner,
+                    int64_t broadcast_group) const {
+  if (broadcast_group == 1) return run(a, b, y, outer * inner);
+#pragma omp parallel for if (outer * inner > 4 * kBlock)
+  for (int64_t row = 0; row < outer; ++row) {
+    const int64_t at = row * inner;
+    const int8_t* br = b + (row / broadcast_group) * inner;
+    if (screen_.on)
+      screened_add(table_.data(), screen_, a + at, br, y + at, inner);
+    else
+      pair_lookup(table_.data(), a + at, br, y + at, inner);
+  }
+}
+
+// ---- one-input ops -------------------------------------------------------------------
+
+namespace {
+
+void lookup_span(const int8_t* table, const int8_t* x, int8_t* y, int64_t count) {
+  // The 256 entries as 16 rows of 16: vpshufb picks within every row by the
+  // low nibble of x + 128, then a tree of blends on the high nibble's bits
+  // (each shifted up to the byte's top bit, which blendv reads) picks the row.
+  __m256i rows[16];
+  for (int k = 0; k < 16; ++k)
+    rows[k] = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table + 16 * k)));
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80)), nibble = _mm256_set1_epi8(0x0F);
+  int64_t i = 0;
+  for (; i + 32 <= count; i += 32) {
+    const __m256i idx = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), flip);
+    const __m256i low = _mm256_and_si256(idx, nibble);
+    __m256i r[16];
+    for (int k = 0; k < 16; ++k) r[k] = _mm256_shuffle_epi8(rows[k], low);
+    for (int bit = 0, n = 16; bit < 4; ++bit, n /= 2) {
+      const __m256i select = _mm256_slli_epi16(idx, 3 - bit);  // bit 4 + bit to the top of each byte
+      for (int k = 0; k < n / 2; ++k) r[k] = _mm256_blendv_epi8(r[2 * k], r[2 * k + 1], select);
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), r[0]);
+  }
+  for (; i < count; ++i) y[i] = table[x[i] + 128];
+}
+
+}  // namespace
+
 void lookup(const int8_t* table, const int8_t* x, int8_t* y, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) y[i] = table[x[i] + 128];
+  if (count <= 4 * kBlock) return lookup_span(table, x, y, count);  // no OpenMP region for small ones
+#pragma omp parallel for
+  for (int64_t start = 0; start < count; start += kBlock)
+    lookup_span(table, x + start, y + start, std::min(kBlock, count - start));
 }
 
 std::vector<int8_t> make_table(const AffineQuant& in, const AffineQuant& out, float (*f)(float)) {
@@ -423,9 +934,27 @@ RequantizeParams make_requantize_params(const AffineQuant& in, const AffineQuant
 
 void requantize(const RequantizeParams& p, const int8_t* x, int8_t* y, int64_t count) {
   const Rescale r = unpack(p.multiplier);
-  for (int64_t i = 0; i < count; ++i)
+  int64_t i = 0;
+  if (vectorisable(p.multiplier)) {
+    const Rescale8 v = broadcast(r);
+    const __m256i zi = _mm256_set1_epi32(p.input_zero_point), zo = _mm256_set1_epi32(p.output_zero_point);
+    const __m256i lo = _mm256_set1_epi32(-128), hi = _mm256_set1_epi32(127);
+    auto one = [&](int64_t at) {
+      return clamp8(_mm256_add_epi32(mbqm8(_mm256_sub_epi32(load8(x + at), zi), v), zo), lo, hi);
+    };
+    for (; i + 32 <= count; i += 32) store32(y + i, one(i), one(i + 8), one(i + 16), one(i + 24));
+    for (; i + 8 <= count; i += 8) store8(y + i, one(i));
+  }
+  for (; i < count; ++i)
     y[i] =
         static_cast<int8_t>(clamp_code(mbqm(x[i] - p.input_zero_point, r) + p.output_zero_point, -128, 127));
+}
+
+std::vector<int8_t> make_requantize_table(const RequantizeParams& p) {
+  std::vector<int8_t> codes(256), table(256);
+  for (int q = -128; q <= 127; ++q) codes[q + 128] = static_cast<int8_t>(q);
+  requantize(p, codes.data(), table.data(), 256);
+  return table;
 }
 
 // ---- pooling, resize, concat -------------------------------------------------------------

@@ -46,13 +46,18 @@ struct ConvParams {
 //   acc[c] = bias[c] + Σ (x - input_zero_point) * w   over the window
 //   y = clamp(MBQM(acc, multipliers[c]) + output_zero_point, act_min, act_max)
 
-// The fast path: oneDNN int8 convolution into int32 accumulators, then the
-// requantization above. oneDNN is exact only on VNNI CPUs and while
-// 128 * Σ|w| <= 2^24 for every output channel (its kernels round weights
-// without VNNI and pass accumulators through f32); otherwise the
-// accumulators come from a direct integer loop. Construction checks the
-// shapes and reorders the weights once; run() may be called any number of
-// times, one call at a time (it uses scratch buffers held by the kernel).
+// The fast path: oneDNN's int8 convolution (on VNNI CPUs) into int32
+// accumulators, then the requantization above in one vectorised pass.
+// oneDNN pads with zeros, not with the zero point, so it returns
+// Σ x*w over the taps inside the image; the zero point's part,
+// -zi * Σ w over those same taps, depends only on which taps a window loses
+// at the borders and is folded, per border case, into the bias. oneDNN's
+// kernels pass each final int32 sum through f32 on the way out, exact while
+// |Σ| <= 2^24: a result of magnitude >= 2^24 may have been rounded, so those
+// few are recomputed with an integer loop. Without VNNI (oneDNN would round
+// the weights) the accumulators come from that loop throughout.
+// Construction checks the shapes and reorders the weights once; run() may be
+// called any number of times, one call at a time.
 class Conv2dKernel {
  public:
   Conv2dKernel(const ConvParams& p, const int8_t* weights, const int32_t* bias,
@@ -60,8 +65,15 @@ class Conv2dKernel {
   ~Conv2dKernel();
   Conv2dKernel(const Conv2dKernel&) = delete;
   Conv2dKernel& operator=(const Conv2dKernel&) = delete;
+  // x [n, h, w, c_in] -> y [n, oh, ow, c_out], with scratch held by the kernel.
   void run(const int8_t* x, int8_t* y);
+  // The same with the caller's scratch (scratch_bytes() bytes, 64-byte
+  // aligned), so kernels run one after another can share one buffer.
+  void run(const int8_t* x, int8_t* y, void* scratch);
+  size_t scratch_bytes() const;
   const ConvParams& params() const { return p_; }
+  // How run() computes the accumulators: "onednn" or "direct" (tests, profiles).
+  const char* path() const;
 
  private:
   struct Impl;
@@ -116,6 +128,42 @@ MulParams make_mul_params(const AffineQuant& in1, const AffineQuant& in2, const 
 void mul(const MulParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_t outer, int64_t inner,
          int64_t broadcast_group);
 
+// A two-input op with both inputs' grids fixed (as in a converted model) is
+// a function of 65536 code pairs: the whole op as one 64 KiB table, built
+// by running the kernel above on every pair (so exact by construction) and
+// read with AVX2 gathers — a few times faster than the arithmetic. ADD
+// goes faster still through a float shortcut that is provably the exact
+// result away from rounding ties, and reads the table near them (see
+// int8_kernels.cpp).
+//   PairTable t = PairTable::add(params);   // once
+//   t.run(a, b, y, count);                  // y[i] = add(a[i], b[i])
+class PairTable {
+ public:
+  static constexpr int kSize = 256 * 256;
+  // ADD's shortcut: t = a * scale_a + (b * scale_b + offset) in f32; where
+  // frac(t) keeps `band` away from 0 and 1, y = clamp(floor(t) + zero_point).
+  struct Screen {
+    bool on = false;
+    float scale_a = 0, scale_b = 0, offset = 0, band = 0;
+    int32_t zero_point = 0, lo = -128, hi = 127;
+  };
+
+  static PairTable add(const AddParams& p);
+  static PairTable mul(const MulParams& p);
+  void run(const int8_t* a, const int8_t* b, int8_t* y, int64_t count) const;
+  // a [outer, inner], b [outer / broadcast_group, inner], as mul().
+  void run(const int8_t* a, const int8_t* b, int8_t* y, int64_t outer, int64_t inner,
+           int64_t broadcast_group) const;
+  int8_t at(int8_t a, int8_t b) const {
+    return table_[(static_cast<uint8_t>(a ^ 0x80) << 8) | static_cast<uint8_t>(b ^ 0x80)];
+  }
+
+ private:
+  PairTable() : table_(kSize + 3) {}  // 3 bytes of slack: the gathers read 4 bytes at a time
+  std::vector<int8_t> table_;         // [(a + 128) * 256 + (b + 128)]
+  Screen screen_;
+};
+
 // A 256-entry table: y = table[x + 128]. Unary ops (hard_swish, sigmoid,
 // hard_sigmoid, relu on its own, ...) are tables computed at conversion
 // from the quantization parameters, so they equal the simulation exactly.
@@ -130,6 +178,8 @@ struct RequantizeParams {
 };
 RequantizeParams make_requantize_params(const AffineQuant& in, const AffineQuant& out);
 void requantize(const RequantizeParams& p, const int8_t* x, int8_t* y, int64_t count);
+// The same as a lookup() table.
+std::vector<int8_t> make_requantize_table(const RequantizeParams& p);
 
 // ---- pooling, resize, concat -------------------------------------------------
 

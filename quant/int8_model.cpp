@@ -1,6 +1,7 @@
 #include "quant/int8_model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -422,17 +423,41 @@ Int8Model convert(Module& qat_model, const Tensor& sample) {
 }
 
 // ---- runtime ----------------------------------------------------------------------
+//
+// prepared(batch) builds, once per batch size, everything run() needs:
+// a kernel or parameters per op (convolutions and fully connected layers as
+// Conv2dKernels with their weights reordered for oneDNN; ADD and MUL as
+// 64 KiB pair tables; requantization as a 256-entry table), one scratch
+// buffer the convolutions share for their int32 accumulators, and the value
+// buffers: values whose lifetimes do not overlap share one (a value dies
+// after its last reader), so a run allocates nothing but its float output
+// and touches little memory.
+
+namespace {
+
+// The profile's name for an op: its type, with convolutions split by kind.
+std::string profile_key(const Int8Op& o) {
+  if (o.type != Int8OpType::conv) return op_type_name(o.type);
+  if (o.geometry.groups > 1) return "conv_depthwise";
+  return o.geometry.kh == 1 && o.geometry.kw == 1 ? "conv_1x1" : "conv";
+}
+
+}  // namespace
 
 struct Int8Model::Prepared {
   int64_t batch = 1;
-  std::vector<std::unique_ptr<int8::Conv2dKernel>> convs;  // by op index (null for other ops)
-  std::vector<int8::FullyConnectedParams> fc;
-  std::vector<int8::AddParams> add;
-  std::vector<int8::MulParams> mul;
+  // By op index; each op uses the one its type needs.
+  std::vector<std::unique_ptr<int8::Conv2dKernel>> convs;  // conv, fully_connected
+  std::vector<std::unique_ptr<int8::PairTable>> pairs;     // add, mul
+  std::vector<std::vector<int8_t>> tables;                 // requantize
   std::vector<int8::MeanParams> mean;
   std::vector<int8::PoolParams> pool;
   std::vector<int8::ResizeParams> resize;
-  std::vector<int8::RequantizeParams> requant;
+  std::vector<std::string> profile_keys;
+  Tensor scratch;  // s8 [bytes]: the convolutions' accumulators, one at a time
+  // Value buffers: value v lives in slots[slot_of[v]].
+  std::vector<int> slot_of;
+  std::vector<Tensor> slots;  // s8
 };
 
 Int8Model::Int8Model() = default;
@@ -555,18 +580,18 @@ Int8Model::Prepared& Int8Model::prepared(int64_t batch) {
   p->batch = batch;
   const size_t n = ops_.size();
   p->convs.resize(n);
-  p->fc.resize(n);
-  p->add.resize(n);
-  p->mul.resize(n);
+  p->pairs.resize(n);
+  p->tables.resize(n);
   p->mean.resize(n);
   p->pool.resize(n);
   p->resize.resize(n);
-  p->requant.resize(n);
   const int nb = static_cast<int>(batch);
+  size_t scratch_bytes = 0;
   for (size_t i = 0; i < n; ++i) {
     const Int8Op& o = ops_[i];
     const Int8Value& out = values_[o.output];
     const AffineQuant& oq = out.quant;
+    p->profile_keys.push_back(profile_key(o));
     switch (o.type) {
       case Int8OpType::conv: {
         const Int8Value& in = values_[o.inputs[0]];
@@ -586,21 +611,25 @@ Int8Model::Prepared& Int8Model::prepared(int64_t batch) {
         break;
       }
       case Int8OpType::fully_connected: {
+        // A 1x1 convolution of [n, 1, 1, in]: the same sum, bias and
+        // requantization (weights [in, out] are HWIO [1, 1, in, out]), on oneDNN.
         const Int8Value& in = values_[o.inputs[0]];
-        p->fc[i] = {.n = nb, .in = static_cast<int>(numel_of(in.shape)), .out = static_cast<int>(numel_of(out.shape)),
-                    .input_zero_point = in.quant.zero_point, .output_zero_point = oq.zero_point,
-                    .act_min = o.act_min, .act_max = o.act_max,
-                    .multiplier = quantize_multiplier(static_cast<double>(in.quant.scale) *
-                                                      o.weight_scales.data<float>()[0] / oq.scale)};
+        const int n_in = static_cast<int>(numel_of(in.shape)), n_out = static_cast<int>(numel_of(out.shape));
+        int8::ConvParams cp{.n = nb, .h = 1, .w = 1, .c_in = n_in, .oh = 1, .ow = 1, .c_out = n_out,
+                            .input_zero_point = in.quant.zero_point, .output_zero_point = oq.zero_point,
+                            .act_min = o.act_min, .act_max = o.act_max};
+        const std::vector<QuantizedMultiplier> m(
+            n_out, quantize_multiplier(static_cast<double>(in.quant.scale) * o.weight_scales.data<float>()[0] / oq.scale));
+        p->convs[i] = std::make_unique<int8::Conv2dKernel>(cp, o.weights.data<int8_t>(), o.bias.data<int32_t>(), m);
         break;
       }
       case Int8OpType::add:
-        p->add[i] = int8::make_add_params(values_[o.inputs[0]].quant, values_[o.inputs[1]].quant, oq, o.act_min,
-                                          o.act_max);
+        p->pairs[i] = std::make_unique<int8::PairTable>(int8::PairTable::add(
+            int8::make_add_params(values_[o.inputs[0]].quant, values_[o.inputs[1]].quant, oq, o.act_min, o.act_max)));
         break;
       case Int8OpType::mul:
-        p->mul[i] = int8::make_mul_params(values_[o.inputs[0]].quant, values_[o.inputs[1]].quant, oq, o.act_min,
-                                          o.act_max);
+        p->pairs[i] = std::make_unique<int8::PairTable>(int8::PairTable::mul(
+            int8::make_mul_params(values_[o.inputs[0]].quant, values_[o.inputs[1]].quant, oq, o.act_min, o.act_max)));
         break;
       case Int8OpType::mean: {
         const auto& s = values_[o.inputs[0]].shape;
@@ -628,13 +657,103 @@ Int8Model::Prepared& Int8Model::prepared(int64_t batch) {
         break;
       }
       case Int8OpType::requantize:
-        p->requant[i] = int8::make_requantize_params(values_[o.inputs[0]].quant, oq);
+        p->tables[i] = int8::make_requantize_table(int8::make_requantize_params(values_[o.inputs[0]].quant, oq));
         break;
       default:
         break;
     }
+    if (p->convs[i]) scratch_bytes = std::max(scratch_bytes, p->convs[i]->scratch_bytes());
   }
+  if (scratch_bytes > 0) p->scratch = Tensor::empty(Shape{static_cast<int64_t>(scratch_bytes)}, DType::s8);
+
+  // Buffers by liveness: walking the ops in order, each output takes the
+  // smallest free buffer that holds it (else grows the largest free one, else
+  // a new one), and a value's buffer is freed after its last reader ran. The
+  // output is chosen before the op's inputs are freed, so it never shares
+  // with them. The model output is never freed.
+  std::vector<int> last_read(values_.size(), -1);
+  for (size_t i = 0; i < n; ++i)
+    for (int v : ops_[i].inputs) last_read[v] = static_cast<int>(i);
+  std::vector<int64_t> capacity;  // by slot
+  std::vector<int> free_slots;
+  p->slot_of.assign(values_.size(), -1);
+  auto release = [&](int v) {
+    if (v != output_) free_slots.push_back(p->slot_of[v]);
+  };
+  for (size_t i = 0; i < n; ++i) {
+    const int v = ops_[i].output;
+    const int64_t need = batch * numel_of(values_[v].shape);
+    auto best = free_slots.end();
+    for (auto s = free_slots.begin(); s != free_slots.end(); ++s) {
+      const bool fits = capacity[*s] >= need, best_fits = best != free_slots.end() && capacity[*best] >= need;
+      if (best == free_slots.end() || (fits && (!best_fits || capacity[*s] < capacity[*best])) ||
+          (!fits && !best_fits && capacity[*s] > capacity[*best]))
+        best = s;
+    }
+    if (best == free_slots.end()) {
+      p->slot_of[v] = static_cast<int>(capacity.size());
+      capacity.push_back(need);
+    } else {
+      p->slot_of[v] = *best;
+      capacity[*best] = std::max(capacity[*best], need);
+      free_slots.erase(best);
+    }
+    std::vector<int> inputs = ops_[i].inputs;
+    std::sort(inputs.begin(), inputs.end());
+    inputs.erase(std::unique(inputs.begin(), inputs.end()), inputs.end());
+    for (int u : inputs)
+      if (last_read[u] == static_cast<int>(i)) release(u);
+    if (last_read[v] < 0) release(v);  // nothing reads it
+  }
+  for (int64_t c : capacity) p->slots.push_back(Tensor::empty(Shape{c}, DType::s8));
   return *prepared_.emplace(batch, std::move(p)).first->second;
+}
+
+void Int8Model::execute(size_t i, Prepared& p, const std::vector<int8_t*>& codes, const Tensor& images) {
+  const Int8Op& o = ops_[i];
+  int8_t* y = codes[o.output];
+  auto in = [&](size_t k) -> const int8_t* { return codes[o.inputs[k]]; };
+  const int64_t count = p.batch * numel_of(values_[o.output].shape);
+  switch (o.type) {
+    case Int8OpType::quantize: {
+      // simulation_code's expression with its constants hoisted (it divides
+      // by the scale on every call). The same expression in the same file,
+      // so the compiler rounds it alike (e.g. the same multiply-add
+      // contraction); the runtime test compares the two element by element.
+      const AffineQuant& g = values_[o.output].quant;
+      const float inv = 1.0f / g.scale, lo = g.nudged_min, hi = g.nudged_max;
+      const int32_t qmin = g.qmin;
+      const float* x = images.data<float>();
+      for (int64_t e = 0; e < count; ++e) {
+        const float c = std::min(std::max(x[e], lo), hi);
+        y[e] = static_cast<int8_t>(qmin + static_cast<int32_t>(std::floor((c - lo) * inv + 0.5f)));
+      }
+      break;
+    }
+    case Int8OpType::conv:
+    case Int8OpType::fully_connected: p.convs[i]->run(in(0), y, p.scratch.raw()); break;
+    case Int8OpType::add: p.pairs[i]->run(in(0), in(1), y, count); break;
+    case Int8OpType::mul: {
+      const auto& a = values_[o.inputs[0]].shape;
+      const bool broadcast = values_[o.inputs[1]].shape != a;
+      const int64_t inner = a.back(), outer = count / inner;
+      p.pairs[i]->run(in(0), in(1), y, outer, inner, broadcast ? a[0] * a[1] : 1);
+      break;
+    }
+    case Int8OpType::lookup: int8::lookup(o.table.data<int8_t>(), in(0), y, count); break;
+    case Int8OpType::requantize: int8::lookup(p.tables[i].data(), in(0), y, count); break;
+    case Int8OpType::mean: int8::mean_hw(p.mean[i], in(0), y); break;
+    case Int8OpType::avg_pool: int8::avg_pool(p.pool[i], in(0), y); break;
+    case Int8OpType::max_pool: int8::max_pool(p.pool[i], in(0), y); break;
+    case Int8OpType::resize: int8::resize_bilinear(p.resize[i], in(0), y); break;
+    case Int8OpType::concat: {
+      std::vector<int8::ConcatInput> parts;
+      for (size_t k = 0; k < o.inputs.size(); ++k)
+        parts.push_back({in(k), static_cast<int>(values_[o.inputs[k]].shape.back()), values_[o.inputs[k]].quant});
+      int8::concat(parts, values_[o.output].quant, count / values_[o.output].shape.back(), y);
+      break;
+    }
+  }
 }
 
 Tensor Int8Model::execute(size_t i, const std::vector<Tensor>& buf, const Tensor& images) {
@@ -644,41 +763,10 @@ Tensor Int8Model::execute(size_t i, const std::vector<Tensor>& buf, const Tensor
   std::vector<int64_t> dims{batch};
   for (int64_t d : values_[o.output].shape) dims.push_back(d);
   Tensor y = Tensor::empty(Shape(dims), DType::s8);
-  int8_t* py = y.data<int8_t>();
-  auto in = [&](size_t k) { return buf[o.inputs[k]].data<int8_t>(); };
-  const AffineQuant& oq = values_[o.output].quant;
-  switch (o.type) {
-    case Int8OpType::quantize: {
-      const float* x = images.data<float>();
-      for (int64_t e = 0; e < images.numel(); ++e) py[e] = static_cast<int8_t>(simulation_code(x[e], oq));
-      break;
-    }
-    case Int8OpType::conv: p.convs[i]->run(in(0), py); break;
-    case Int8OpType::fully_connected:
-      int8::fully_connected(p.fc[i], o.weights.data<int8_t>(), o.bias.data<int32_t>(), in(0), py);
-      break;
-    case Int8OpType::add: int8::add(p.add[i], in(0), in(1), py, y.numel()); break;
-    case Int8OpType::mul: {
-      const auto& a = values_[o.inputs[0]].shape;
-      const bool broadcast = values_[o.inputs[1]].shape != a;
-      const int64_t inner = a.back(), outer = y.numel() / inner;
-      int8::mul(p.mul[i], in(0), in(1), py, outer, inner, broadcast ? a[0] * a[1] : 1);
-      break;
-    }
-    case Int8OpType::lookup: int8::lookup(o.table.data<int8_t>(), in(0), py, y.numel()); break;
-    case Int8OpType::requantize: int8::requantize(p.requant[i], in(0), py, y.numel()); break;
-    case Int8OpType::mean: int8::mean_hw(p.mean[i], in(0), py); break;
-    case Int8OpType::avg_pool: int8::avg_pool(p.pool[i], in(0), py); break;
-    case Int8OpType::max_pool: int8::max_pool(p.pool[i], in(0), py); break;
-    case Int8OpType::resize: int8::resize_bilinear(p.resize[i], in(0), py); break;
-    case Int8OpType::concat: {
-      std::vector<int8::ConcatInput> parts;
-      for (size_t k = 0; k < o.inputs.size(); ++k)
-        parts.push_back({in(k), static_cast<int>(values_[o.inputs[k]].shape.back()), values_[o.inputs[k]].quant});
-      int8::concat(parts, oq, y.numel() / values_[o.output].shape.back(), py);
-      break;
-    }
-  }
+  std::vector<int8_t*> codes(values_.size(), nullptr);
+  for (int v : o.inputs) codes[v] = buf[v].data<int8_t>();
+  codes[o.output] = y.data<int8_t>();
+  execute(i, p, codes, images);
   return y;
 }
 
@@ -690,13 +778,48 @@ Tensor Int8Model::run(const Tensor& images, std::vector<Tensor>* codes) {
                "int8 model expects float images [N, " + std::to_string(input_.shape[0]) + ", " +
                    std::to_string(input_.shape[1]) + ", " + std::to_string(input_.shape[2]) + "], got " +
                    images.shape_str());
-  std::vector<Tensor> buf(values_.size());
-  for (size_t i = 0; i < ops_.size(); ++i) buf[ops_[i].output] = execute(i, buf, images);
-  const Tensor& out = buf[output_];
-  Tensor result = Tensor::empty(out.shape());
-  int8::dequantize(out.data<int8_t>(), values_[output_].quant, result.data<float>(), out.numel());
-  if (codes) *codes = std::move(buf);
+  const int64_t batch = images.dim(0);
+  Prepared& p = prepared(batch);
+  auto shape_of = [&](int v) {
+    std::vector<int64_t> dims{batch};
+    for (int64_t d : values_[v].shape) dims.push_back(d);
+    return Shape(dims);
+  };
+  // Where each value's codes go: the shared buffers, or (when the caller
+  // wants them all) a tensor per value.
+  std::vector<int8_t*> ptrs(values_.size(), nullptr);
+  if (codes) {
+    codes->assign(values_.size(), Tensor());
+    for (size_t v = 0; v < values_.size(); ++v) {
+      (*codes)[v] = Tensor::empty(shape_of(static_cast<int>(v)), DType::s8);
+      ptrs[v] = (*codes)[v].data<int8_t>();
+    }
+  } else {
+    for (size_t v = 0; v < values_.size(); ++v)
+      if (p.slot_of[v] >= 0) ptrs[v] = p.slots[p.slot_of[v]].data<int8_t>();
+  }
+  using clock = std::chrono::steady_clock;
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    const auto t0 = profiling_ ? clock::now() : clock::time_point{};
+    execute(i, p, ptrs, images);
+    if (profiling_) profile_[p.profile_keys[i]] += std::chrono::duration<double>(clock::now() - t0).count();
+  }
+  const auto t0 = profiling_ ? clock::now() : clock::time_point{};
+  Tensor result = Tensor::empty(shape_of(output_));
+  int8::dequantize(ptrs[output_], values_[output_].quant, result.data<float>(), result.numel());
+  if (profiling_) {
+    profile_["dequantize"] += std::chrono::duration<double>(clock::now() - t0).count();
+    ++profiled_runs_;
+  }
   return result;
+}
+
+void Int8Model::set_profiling(bool on) {
+  profiling_ = on;
+  if (on) {
+    profile_.clear();
+    profiled_runs_ = 0;
+  }
 }
 
 // ---- file ------------------------------------------------------------------------

@@ -111,7 +111,8 @@ class Int8Model {
   void save(const std::string& path) const;
 
   // images [N, H, W, C] float (the QAT model's input) → the dequantized
-  // output [N, ...output shape].
+  // output [N, ...output shape]. One call at a time: runs of a batch size
+  // share the buffers and kernels prepared for it on its first run.
   Tensor run(const Tensor& images);
   // The same, also returning every value's int8 codes ([N, ...shape] s8) by
   // value id.
@@ -128,12 +129,24 @@ class Int8Model {
   // Bytes of weights, biases and tables: the model's size in memory.
   int64_t parameter_bytes() const;
 
+  // Per-op-type timing of run(): while on, every run adds each op's wall
+  // time to its type's total ("conv" is split into "conv_1x1", "conv" and
+  // "conv_depthwise"; "dequantize" is the float output). Turning it on
+  // clears the totals.
+  //   int8.set_profiling(true);  for (...) int8.run(x);
+  //   for (auto& [type, s] : int8.profile()) ... s / int8.profiled_runs() ...
+  void set_profiling(bool on);
+  std::map<std::string, double> profile() const { return profile_; }  // seconds, summed over runs
+  int profiled_runs() const { return profiled_runs_; }
+
   // Built by convert() and load().
   Int8Model(std::vector<Int8Value> values, std::vector<Int8Op> ops, Int8Value input, int output);
 
  private:
   struct Prepared;
   Prepared& prepared(int64_t batch);
+  // Op `op` reading and writing codes by value id (its inputs and output).
+  void execute(size_t op, Prepared& p, const std::vector<int8_t*>& codes, const Tensor& images);
   void validate() const;
 
   std::vector<Int8Value> values_;
@@ -141,6 +154,9 @@ class Int8Model {
   Int8Value input_;
   int output_ = -1;
   std::map<int64_t, std::unique_ptr<Prepared>> prepared_;  // by batch size
+  bool profiling_ = false;
+  std::map<std::string, double> profile_;
+  int profiled_runs_ = 0;
 };
 
 // Lowers a quantized model (quant::quantize, 8-bit, in eval mode) to the

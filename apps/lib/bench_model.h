@@ -35,10 +35,12 @@ struct ModelBenchSpec {
   // infer only: "" FP32; "true" this model quantized (calibrated on the
   // random input) and converted to int8; else the path of an int8 model file.
   std::string int8;
+  bool profile = false;  // int8 only: time the runs per op type (Int8Model::set_profiling)
 };
 
-// Runs the benchmark and returns the JSON line it prints.
-std::string bench_model(const ModelBenchSpec& s);
+// Runs the benchmark and returns the JSON line it prints; with s.profile,
+// *profile_out gets the per-op-type table (ms per run, slowest first).
+std::string bench_model(const ModelBenchSpec& s, std::string* profile_out = nullptr);
 
 inline constexpr const char* kBenchTrainUsage =
     "  bonsai bench train --model M [--batch 8 --res 224 --threads 2 --steps 5 --warmup 2 --classes 1000]\n"
@@ -46,9 +48,10 @@ inline constexpr const char* kBenchTrainUsage =
     "      (median_step_s, images_per_s, peak_rss_mib, params), fields as the PyTorch peer.\n";
 inline constexpr const char* kBenchInferUsage =
     "  bonsai bench infer --model M [--res 224 --threads 1 --steps 20 --warmup 3 --classes 1000]\n"
-    "                     [--int8 true|MODEL.safetensors]\n"
+    "                     [--int8 true|MODEL.safetensors [--profile]]\n"
     "      Median batch-1 eval-mode forward latency, FP32 or the integer-only int8 model\n"
-    "      (true: M quantized and converted here); one JSON line (median_ms, images_per_s).\n";
+    "      (true: M quantized and converted here); one JSON line (median_ms, images_per_s);\n"
+    "      --profile adds lines after it: int8 time per op type.\n";
 
 // `bonsai bench train ...` / `bonsai bench infer ...`: parse argv[3..] and
 // print bench_model's line.

@@ -1,17 +1,21 @@
 // The int8 kernels (quant/int8_kernels.h): every fast kernel byte for byte
 // against its naive reference on random codes, and the references against
-// the real-valued computation they stand for (within one output code).
+// the real-valued computation they stand for (within one output code); and
+// the runtime (Int8Model::run) op by op against the references.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "core/ops.h"
 #include "quant/int8_kernels.h"
+#include "quant/int8_model.h"
 
 using namespace bonsai;
 using namespace bonsai::quant;
@@ -79,6 +83,22 @@ std::vector<ConvCase> conv_cases() {
   cases.push_back({"act clamp", conv(1, 6, 6, 8, 8, 3, 1, 1, 1, true, -100, -128)});
   cases.back().p.act_min = -128;
   cases.back().p.act_max = -60;
+  // More output channels than one 32-lane block, with an 8-lane and a scalar tail.
+  cases.push_back({"45 output channels", conv(1, 7, 5, 24, 45, 3, 1, 1, 1, true, 12, -3)});
+  cases.push_back({"dilation 2, stride 2", conv(1, 11, 11, 16, 16, 3, 2, 2, 1, true, -50, 7)});
+  // Padding wider than the window: the first and last windows lie wholly in
+  // the padding and give the bias alone.
+  ConvParams wide = conv(1, 6, 6, 8, 16, 3, 1, 1, 1, false, 33, 4);
+  wide.pad_top = wide.pad_left = 3;
+  wide.oh = wide.ow = 10;
+  cases.push_back({"padding wider than the window", wide});
+  // Fewer outputs than the input allows: rows and columns past the last
+  // window are never read (oneDNN convolves a cut copy).
+  ConvParams cut = conv(2, 10, 9, 8, 8, 1, 2, 1, 1, false, -5, 0);
+  cut.oh = 3;
+  cut.ow = 2;
+  cases.push_back({"unread rows and columns past the last window", cut});
+  cases.push_back({"1x1 input and output (fully connected)", conv(2, 1, 1, 200, 24, 1, 1, 1, 1, false, 60, -1)});
   return cases;
 }
 
@@ -142,21 +162,112 @@ TEST_CASE("int8 kernels: Conv2dKernel without bias, and with accumulators past 2
     Conv2dKernel(p, d.weights.data(), nullptr, d.multipliers).run(d.x.data(), y.data());
     CHECK(y == y_ref);
   }
-  SUBCASE("accumulators past 2^24") {
-    // x == zi almost everywhere, so the true accumulators Σ (x - zi) * w are
-    // small, while Σ x*w (what oneDNN sums before zi * Σw comes off) is about
-    // 127 * 113 * 3*3*256 > 2^24, where oneDNN's f32 store would round it:
-    // the kernel must take its integer path.
-    ConvParams p = conv(1, 5, 5, 256, 8, 3, 1, 1, 1, true, 127, 0);
+}
+
+TEST_CASE("int8 kernels: Conv2dKernel recomputes the sums oneDNN rounded past 2^24") {
+  // x == zi almost everywhere, so the true accumulators Σ (x - zi) * w + bias
+  // are a few hundred, while the Σ x*w oneDNN returns (zi * Σ w comes off
+  // afterwards) is about ±127 * 113 * 2304 ≈ ±2^25, past f32's exact
+  // integers: oneDNN rounds it by a unit or two, which the multipliers near
+  // 1 carry into the output codes. Bit-exact output needs the kernel's
+  // recomputation of those sums (without it these cases fail on VNNI CPUs,
+  // where the kernel takes the oneDNN path). Border windows of the padded
+  // cases sum fewer taps, some below 2^24: rows mix both kinds.
+  std::mt19937 rng(22);
+  const std::vector<ConvCase> cases = {
+      {"1x1, zi 127", conv(1, 6, 5, 2304, 16, 1, 1, 1, 1, false, 127, 0)},
+      {"3x3 SAME, zi 127", conv(1, 5, 6, 256, 16, 3, 1, 1, 1, true, 127, -2)},
+      {"3x3 SAME, zi -128 (negative sums)", conv(1, 5, 5, 256, 24, 3, 1, 1, 1, true, -128, 3)},
+      {"3x3 VALID stride 2", conv(1, 9, 9, 256, 16, 3, 2, 1, 1, false, 127, 0)},
+      {"batch 2, 3x3 stride 2 SAME", conv(2, 8, 7, 256, 8, 3, 2, 1, 1, true, -128, 0)},
+  };
+  for (const ConvCase& c : cases) {
+    SUBCASE(c.name.c_str()) {
+      const ConvParams& p = c.p;
+      ConvData d = conv_data(p, rng);
+      d.weights = random_codes(d.weights.size(), rng, 100, 127);
+      const auto near = static_cast<int8_t>(p.input_zero_point == 127 ? 126 : -127);
+      std::bernoulli_distribution off_zero(0.0004);
+      for (int8_t& v : d.x) v = off_zero(rng) ? near : static_cast<int8_t>(p.input_zero_point);
+      std::uniform_int_distribution<int32_t> b(-60, 60);
+      for (int32_t& v : d.bias) v = b(rng);
+      // Right shifts and a left shift (1.0 is 2^30 * 2^1).
+      for (size_t co = 0; co < d.multipliers.size(); ++co)
+        d.multipliers[co] = quantize_multiplier(co % 3 == 0 ? 0.9 : co % 3 == 1 ? 0.55 : 1.0);
+      std::vector<int8_t> y(output_size(p)), y_ref(output_size(p));
+      ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data());
+      Conv2dKernel kernel(p, d.weights.data(), d.bias.data(), d.multipliers);
+      kernel.run(d.x.data(), y.data());
+      CHECK(y == y_ref);
+      MESSAGE(c.name << ": " << std::string(kernel.path()) << " path");
+    }
+  }
+}
+
+TEST_CASE("int8 kernels: Conv2dKernel is exact on rounding ties") {
+  // Multipliers with few significant bits put many v * m exactly on a
+  // half-integer, where MBQM's double rounding (half up, then half away from
+  // zero) differs from a single rounding, for negative v in particular.
+  std::mt19937 rng(30);
+  for (int32_t zi : {0, -128, 77}) {
+    CAPTURE(zi);
+    const ConvParams p = conv(2, 16, 12, 8, 36, 1, 1, 1, 1, false, zi, -5);
     ConvData d = conv_data(p, rng);
-    d.weights = random_codes(d.weights.size(), rng, 100, 127);
-    std::bernoulli_distribution off_zero(0.0005);
-    for (int8_t& v : d.x) v = off_zero(rng) ? 126 : 127;
-    std::fill(d.bias.begin(), d.bias.end(), 0);
-    std::fill(d.multipliers.begin(), d.multipliers.end(), quantize_multiplier(0.5));
+    d.weights = random_codes(d.weights.size(), rng, -20, 20);
+    std::uniform_int_distribution<int32_t> b(-600, 600);
+    for (int32_t& v : d.bias) v = b(rng);
+    const double exact[] = {std::ldexp(1.0, -6), 3 * std::ldexp(1.0, -10), 5 * std::ldexp(1.0, -11)};
+    for (size_t co = 0; co < d.multipliers.size(); ++co) d.multipliers[co] = quantize_multiplier(exact[co % 3]);
     std::vector<int8_t> y(output_size(p)), y_ref(output_size(p));
     ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data());
     Conv2dKernel(p, d.weights.data(), d.bias.data(), d.multipliers).run(d.x.data(), y.data());
+    CHECK(y == y_ref);
+  }
+}
+
+TEST_CASE("int8 kernels: Conv2dKernel shares a caller's scratch between kernels") {
+  std::mt19937 rng(23);
+  const ConvParams p1 = conv(1, 9, 9, 16, 32, 3, 1, 1, 1, true, -7, 2);
+  const ConvParams p2 = conv(1, 9, 9, 32, 32, 3, 1, 1, 32, true, 19, -4);
+  ConvData d1 = conv_data(p1, rng), d2 = conv_data(p2, rng);
+  Conv2dKernel k1(p1, d1.weights.data(), d1.bias.data(), d1.multipliers);
+  Conv2dKernel k2(p2, d2.weights.data(), d2.bias.data(), d2.multipliers);
+  std::vector<int64_t> scratch((std::max(k1.scratch_bytes(), k2.scratch_bytes()) + 63) / 8 + 8);
+  void* aligned = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) / 64 * 64);
+  std::vector<int8_t> mid(output_size(p1)), y(output_size(p2)), mid_ref(mid.size()), y_ref(y.size());
+  k1.run(d1.x.data(), mid.data(), aligned);
+  k2.run(mid.data(), y.data(), aligned);
+  ref::conv2d(p1, d1.weights.data(), d1.bias.data(), d1.multipliers.data(), d1.x.data(), mid_ref.data());
+  ref::conv2d(p2, d2.weights.data(), d2.bias.data(), d2.multipliers.data(), mid_ref.data(), y_ref.data());
+  CHECK(mid == mid_ref);
+  CHECK(y == y_ref);
+}
+
+TEST_CASE("int8 kernels: an INT32_MIN multiplier (the saturating case) takes the scalar path") {
+  // quantize_multiplier never makes one, but the kernels stay exact for it.
+  std::mt19937 rng(24);
+  const QuantizedMultiplier odd{.multiplier = std::numeric_limits<int32_t>::min(), .shift = -3};
+  SUBCASE("conv") {
+    const ConvParams p = conv(1, 6, 6, 8, 16, 3, 1, 1, 1, true, 5, 1);
+    ConvData d = conv_data(p, rng);
+    d.multipliers[3] = odd;
+    std::vector<int8_t> y(output_size(p)), y_ref(output_size(p));
+    ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data());
+    Conv2dKernel(p, d.weights.data(), d.bias.data(), d.multipliers).run(d.x.data(), y.data());
+    CHECK(y == y_ref);
+  }
+  SUBCASE("add and mul") {
+    const std::vector<int8_t> a = random_codes(100, rng), b = random_codes(100, rng);
+    std::vector<int8_t> y(100), y_ref(100);
+    AddParams pa = make_add_params(random_quant(rng), random_quant(rng), random_quant(rng));
+    pa.input2_multiplier = odd;
+    add(pa, a.data(), b.data(), y.data(), 100);
+    ref::add(pa, a.data(), b.data(), y_ref.data(), 100);
+    CHECK(y == y_ref);
+    MulParams pm = make_mul_params(random_quant(rng), random_quant(rng), random_quant(rng));
+    pm.multiplier = odd;
+    mul(pm, a.data(), b.data(), y.data(), 1, 100, 1);
+    ref::mul(pm, a.data(), b.data(), y_ref.data(), 1, 100, 1);
     CHECK(y == y_ref);
   }
 }
@@ -332,6 +443,74 @@ TEST_CASE("int8 kernels: requantize matches the scheme's MBQM, right and left sh
   }
 }
 
+TEST_CASE("int8 kernels: PairTable is add and mul on every pair of codes") {
+  std::mt19937 rng(25);
+  std::vector<int8_t> a(PairTable::kSize), b(PairTable::kSize), y(PairTable::kSize), y_ref(PairTable::kSize);
+  for (int i = 0; i < PairTable::kSize; ++i) {
+    a[i] = static_cast<int8_t>(i / 256 - 128);
+    b[i] = static_cast<int8_t>(i % 256 - 128);
+  }
+  // ADD runs a float shortcut away from rounding ties (see add_screen in
+  // int8_kernels.cpp): every pair, over many grids — scale ratios from 1/8
+  // to 8, fused ReLUs — and grids whose sums fall on ties (equal scales,
+  // output at twice the scale: half the pairs are exact ties, which the
+  // kernel must leave to the table).
+  std::uniform_real_distribution<float> log_ratio(-3, 3);
+  std::uniform_int_distribution<int> zero(-128, 127);
+  for (int trial = 0; trial < 160; ++trial) {
+    CAPTURE(trial);
+    const float s = 0.05f;
+    AffineQuant qa{.scale = s * std::exp2(log_ratio(rng)), .zero_point = zero(rng)};
+    AffineQuant qb{.scale = s * std::exp2(log_ratio(rng)), .zero_point = zero(rng)};
+    AffineQuant qo{.scale = s * std::exp2(log_ratio(rng) / 2), .zero_point = zero(rng)};
+    if (trial % 16 == 1) qb.scale = qa.scale;
+    if (trial % 16 == 2) qb.scale = qo.scale = qa.scale;
+    if (trial % 16 == 3) qb.scale = qa.scale, qo.scale = 2 * qa.scale;
+    if (trial % 16 == 4) qb.scale = qa.scale / 2, qo.scale = qa.scale;
+    const int32_t lo = trial % 3 == 1 ? qo.zero_point : -128;  // a fused ReLU
+    const AddParams pa = make_add_params(qa, qb, qo, lo, 127);
+    const PairTable add_table = PairTable::add(pa);
+    add_table.run(a.data(), b.data(), y.data(), PairTable::kSize);
+    ref::add(pa, a.data(), b.data(), y_ref.data(), PairTable::kSize);
+    REQUIRE(y == y_ref);
+    CHECK(add_table.at(a[12345], b[12345]) == y_ref[12345]);
+    if (trial % 40 == 0) {
+      const MulParams pm = make_mul_params(qa, qb, qo, lo, 127);
+      PairTable::mul(pm).run(a.data(), b.data(), y.data(), PairTable::kSize);
+      ref::mul(pm, a.data(), b.data(), y_ref.data(), 1, PairTable::kSize, 1);
+      CHECK(y == y_ref);
+    }
+  }
+  SUBCASE("random codes, a tail, the SE broadcast") {
+    const MulParams pm = make_mul_params(random_quant(rng), random_quant(rng), random_quant(rng));
+    const int64_t outer = 2 * 35, inner = 37, group = 35;  // [2, 5, 7, 37] * [2, 1, 1, 37]
+    const std::vector<int8_t> x = random_codes(outer * inner, rng), g = random_codes(outer / group * inner, rng);
+    std::vector<int8_t> out(x.size()), out_ref(x.size());
+    PairTable::mul(pm).run(x.data(), g.data(), out.data(), outer, inner, group);
+    ref::mul(pm, x.data(), g.data(), out_ref.data(), outer, inner, group);
+    CHECK(out == out_ref);
+  }
+}
+
+TEST_CASE("int8 kernels: lookup of random codes, and make_requantize_table") {
+  std::mt19937 rng(26);
+  const std::vector<int8_t> table = random_codes(256, rng);
+  for (int64_t count : {1, 31, 32, 1000, 70001}) {  // tails, and past the threads' block
+    const std::vector<int8_t> x = random_codes(count, rng);
+    std::vector<int8_t> y(count);
+    lookup(table.data(), x.data(), y.data(), count);
+    bool same = true;
+    for (int64_t i = 0; i < count; ++i) same = same && y[i] == table[x[i] + 128];
+    CHECK_MESSAGE(same, count << " codes");
+  }
+  const RequantizeParams p = make_requantize_params({.scale = 0.03f, .zero_point = 17}, {.scale = 0.05f, .zero_point = -40});
+  const std::vector<int8_t> t = make_requantize_table(p);
+  std::vector<int8_t> codes(256), y(256);
+  for (int q = -128; q <= 127; ++q) codes[q + 128] = static_cast<int8_t>(q);
+  requantize(p, codes.data(), y.data(), 256);
+  CHECK(t == y);
+}
+
 TEST_CASE("int8 kernels: lookup through make_table equals quantize(f(dequantize))") {
   const AffineQuant in{.scale = 0.05f, .zero_point = -20}, out{.scale = 0.03f, .zero_point = -90};
   auto hard_swish = [](float v) { return v * std::min(std::max(v + 3.0f, 0.0f), 6.0f) / 6.0f; };
@@ -494,4 +673,253 @@ TEST_CASE("int8 kernels: quantize and dequantize round-trip") {
   CHECK(qs[7] == 127);
   for (size_t i = 0; i < 6; ++i)
     CHECK(std::abs(dequantize_value(qs[i], q) - xs[i]) <= 0.5f * q.scale + 1e-6f);
+}
+
+// ---- the runtime --------------------------------------------------------------
+//
+// Int8Model::run on a hand-built graph with every op type, against the
+// naive references applied op by op to the codes run() returns: the
+// runtime's slow twin. Values live in shared buffers (a value's buffer is
+// reused after its last reader), so a run without codes is compared too.
+
+namespace {
+
+Tensor s8_tensor(const Shape& s, const std::vector<int8_t>& v) {
+  Tensor t = Tensor::empty(s, DType::s8);
+  std::copy(v.begin(), v.end(), t.data<int8_t>());
+  return t;
+}
+
+struct GraphBuilder {
+  std::mt19937 rng{27};
+  std::vector<Int8Value> values;
+  std::vector<Int8Op> ops;
+
+  int value(const std::string& name, std::vector<int64_t> shape) {
+    AffineQuant q = random_quant(rng, 0.02f, 0.08f);
+    q.nudged_min = static_cast<float>(q.qmin - q.zero_point) * q.scale;
+    q.nudged_max = static_cast<float>(q.qmax - q.zero_point) * q.scale;
+    values.push_back({name, std::move(shape), q});
+    return static_cast<int>(values.size()) - 1;
+  }
+  int op(Int8Op o, const std::string& name, std::vector<int64_t> shape) {
+    const int v = value(name, std::move(shape));
+    o.output = v;
+    o.source = name;
+    ops.push_back(std::move(o));
+    return v;
+  }
+  // Random weights of `shape`, per-channel scales and bias for c_out channels.
+  void weights(Int8Op& o, const Shape& shape, int64_t c_out) {
+    o.weights = s8_tensor(shape, random_codes(shape.numel(), rng, -127, 127));
+    o.weight_scales = Tensor::empty({c_out});
+    o.bias = Tensor::empty({c_out}, DType::s32);
+    std::uniform_real_distribution<float> ws(0.0005f, 0.002f);
+    std::uniform_int_distribution<int32_t> b(-3000, 3000);
+    for (int64_t c = 0; c < c_out; ++c) {
+      o.weight_scales.data<float>()[c] = ws(rng);
+      o.bias.data<int32_t>()[c] = b(rng);
+    }
+  }
+};
+
+Int8Model test_graph() {
+  GraphBuilder g;
+  auto conv_op = [&](int in, int k, int stride, int pad, int groups, int64_t c_out, int32_t act_min) {
+    const auto& s = g.values[in].shape;
+    Int8Op o{.type = Int8OpType::conv, .inputs = {in}, .act_min = act_min};
+    o.geometry = {.kh = k, .kw = k, .stride_h = stride, .stride_w = stride, .pad_top = pad, .pad_left = pad,
+                  .groups = groups};
+    g.weights(o, {k, k, s[2] / groups, c_out}, c_out);
+    return o;
+  };
+  const int x = g.op({.type = Int8OpType::quantize}, "input_q", {12, 12, 3});
+  const int c1 = g.op(conv_op(x, 3, 1, 1, 1, 16, -100), "conv", {12, 12, 16});
+  const int dw = g.op(conv_op(c1, 3, 1, 1, 16, 16, -128), "depthwise", {12, 12, 16});
+  const int sum = g.op({.type = Int8OpType::add, .inputs = {c1, dw}, .act_min = -20}, "add", {12, 12, 16});
+  Int8Op lut{.type = Int8OpType::lookup, .inputs = {sum}};
+  lut.table = s8_tensor({256}, random_codes(256, g.rng));
+  const int act = g.op(lut, "lookup", {12, 12, 16});
+  Int8Op max_pool{.type = Int8OpType::max_pool, .inputs = {act}};
+  max_pool.geometry = {.kh = 2, .kw = 2, .stride_h = 2, .stride_w = 2};
+  const int pooled = g.op(max_pool, "max_pool", {6, 6, 16});
+  g.values[pooled].quant = g.values[act].quant;  // max pooling keeps its input's grid
+  Int8Op avg_pool{.type = Int8OpType::avg_pool, .inputs = {pooled}};
+  avg_pool.geometry = {.kh = 3, .kw = 3, .pad_top = 1, .pad_left = 1};
+  const int smooth = g.op(avg_pool, "avg_pool", {6, 6, 16});
+  const int gate = g.op({.type = Int8OpType::mean, .inputs = {smooth}}, "mean", {1, 1, 16});
+  const int gated = g.op({.type = Int8OpType::mul, .inputs = {smooth, gate}}, "mul", {6, 6, 16});
+  const int up = g.op({.type = Int8OpType::resize, .inputs = {gated}}, "resize", {12, 12, 16});
+  const int cat = g.op({.type = Int8OpType::concat, .inputs = {up, act}}, "concat", {12, 12, 32});
+  const int req = g.op({.type = Int8OpType::requantize, .inputs = {cat}}, "requantize", {12, 12, 32});
+  const int c2 = g.op(conv_op(req, 1, 1, 0, 1, 8, -128), "conv_1x1", {12, 12, 8});
+  const int m2 = g.op({.type = Int8OpType::mean, .inputs = {c2}}, "mean2", {1, 1, 8});
+  Int8Op fc{.type = Int8OpType::fully_connected, .inputs = {m2}};
+  g.weights(fc, {8, 5}, 5);
+  fc.weight_scales = Tensor::full({1}, 0.004f);
+  const int out = g.op(fc, "fc", {5});
+  return Int8Model(g.values, g.ops, {"input", {12, 12, 3}, {}}, out);
+}
+
+// Op `i` by the naive references, from the codes of its inputs.
+Tensor reference_op(const Int8Model& m, size_t i, const std::vector<Tensor>& codes, const Tensor& images) {
+  const Int8Op& o = m.ops()[i];
+  const auto& vals = m.values();
+  const int64_t n = images.dim(0);
+  const Int8Value& out = vals[o.output];
+  std::vector<int64_t> dims{n};
+  for (int64_t d : out.shape) dims.push_back(d);
+  Tensor y = Tensor::empty(Shape(dims), DType::s8);
+  int8_t* py = y.data<int8_t>();
+  auto in = [&](size_t k) { return codes[o.inputs[k]].data<int8_t>(); };
+  auto shape = [&](size_t k) { return vals[o.inputs[k]].shape; };
+  auto requant = [](int8_t v, const AffineQuant& from, const AffineQuant& to) {
+    const RequantizeParams p = make_requantize_params(from, to);
+    const int32_t q = multiply_by_quantized_multiplier(v - p.input_zero_point, p.multiplier) + p.output_zero_point;
+    return static_cast<int8_t>(std::clamp(q, -128, 127));
+  };
+  switch (o.type) {
+    case Int8OpType::quantize:
+      for (int64_t e = 0; e < y.numel(); ++e) py[e] = static_cast<int8_t>(simulation_code(images.data<float>()[e], out.quant));
+      break;
+    case Int8OpType::conv: {
+      const Int8Geometry& g = o.geometry;
+      const AffineQuant& iq = vals[o.inputs[0]].quant;
+      const ConvParams p{.n = static_cast<int>(n), .h = static_cast<int>(shape(0)[0]), .w = static_cast<int>(shape(0)[1]),
+                         .c_in = static_cast<int>(shape(0)[2]), .oh = static_cast<int>(out.shape[0]),
+                         .ow = static_cast<int>(out.shape[1]), .c_out = static_cast<int>(out.shape[2]), .kh = g.kh,
+                         .kw = g.kw, .stride_h = g.stride_h, .stride_w = g.stride_w, .pad_top = g.pad_top,
+                         .pad_left = g.pad_left, .groups = g.groups, .input_zero_point = iq.zero_point,
+                         .output_zero_point = out.quant.zero_point, .act_min = o.act_min, .act_max = o.act_max};
+      std::vector<QuantizedMultiplier> mult;
+      for (int c = 0; c < p.c_out; ++c)
+        mult.push_back(quantize_multiplier(static_cast<double>(iq.scale) * o.weight_scales.data<float>()[c] / out.quant.scale));
+      ref::conv2d(p, o.weights.data<int8_t>(), o.bias.data<int32_t>(), mult.data(), in(0), py);
+      break;
+    }
+    case Int8OpType::fully_connected: {
+      const AffineQuant& iq = vals[o.inputs[0]].quant;
+      FullyConnectedParams p{.n = static_cast<int>(n), .in = static_cast<int>(o.weights.dim(0)),
+                             .out = static_cast<int>(o.weights.dim(1)), .input_zero_point = iq.zero_point,
+                             .output_zero_point = out.quant.zero_point, .act_min = o.act_min, .act_max = o.act_max};
+      p.multiplier = quantize_multiplier(static_cast<double>(iq.scale) * o.weight_scales.data<float>()[0] / out.quant.scale);
+      ref::fully_connected(p, o.weights.data<int8_t>(), o.bias.data<int32_t>(), in(0), py);
+      break;
+    }
+    case Int8OpType::add:
+      ref::add(make_add_params(vals[o.inputs[0]].quant, vals[o.inputs[1]].quant, out.quant, o.act_min, o.act_max),
+               in(0), in(1), py, y.numel());
+      break;
+    case Int8OpType::mul: {
+      const bool broadcast = shape(1) != shape(0);
+      ref::mul(make_mul_params(vals[o.inputs[0]].quant, vals[o.inputs[1]].quant, out.quant, o.act_min, o.act_max),
+               in(0), in(1), py, y.numel() / shape(0)[2], shape(0)[2], broadcast ? shape(0)[0] * shape(0)[1] : 1);
+      break;
+    }
+    case Int8OpType::lookup:
+      for (int64_t e = 0; e < y.numel(); ++e) py[e] = o.table.data<int8_t>()[in(0)[e] + 128];
+      break;
+    case Int8OpType::requantize:
+      for (int64_t e = 0; e < y.numel(); ++e) py[e] = requant(in(0)[e], vals[o.inputs[0]].quant, out.quant);
+      break;
+    case Int8OpType::mean:
+      ref::mean_hw(make_mean_params(static_cast<int>(n), static_cast<int>(shape(0)[0]), static_cast<int>(shape(0)[1]),
+                                    static_cast<int>(shape(0)[2]), vals[o.inputs[0]].quant, out.quant),
+                   in(0), py);
+      break;
+    case Int8OpType::avg_pool:
+    case Int8OpType::max_pool: {
+      const Int8Geometry& g = o.geometry;
+      const PoolParams p{.n = static_cast<int>(n), .h = static_cast<int>(shape(0)[0]), .w = static_cast<int>(shape(0)[1]),
+                         .c = static_cast<int>(shape(0)[2]), .oh = static_cast<int>(out.shape[0]),
+                         .ow = static_cast<int>(out.shape[1]), .kh = g.kh, .kw = g.kw, .stride_h = g.stride_h,
+                         .stride_w = g.stride_w, .pad_top = g.pad_top, .pad_left = g.pad_left,
+                         .input_zero_point = vals[o.inputs[0]].quant.zero_point,
+                         .output_zero_point = out.quant.zero_point, .input_scale = vals[o.inputs[0]].quant.scale,
+                         .output_scale = out.quant.scale};
+      if (o.type == Int8OpType::avg_pool)
+        ref::avg_pool(p, in(0), py);
+      else
+        ref::max_pool(p, in(0), py);
+      break;
+    }
+    case Int8OpType::resize:
+      ref::resize_bilinear(make_resize_params(static_cast<int>(n), static_cast<int>(shape(0)[0]),
+                                              static_cast<int>(shape(0)[1]), static_cast<int>(shape(0)[2]),
+                                              static_cast<int>(out.shape[0]), static_cast<int>(out.shape[1]),
+                                              vals[o.inputs[0]].quant, out.quant),
+                           in(0), py);
+      break;
+    case Int8OpType::concat: {
+      const int64_t c_out = out.shape[2], rows = y.numel() / c_out;
+      int64_t col = 0;
+      for (size_t k = 0; k < o.inputs.size(); ++k) {
+        const int64_t c = shape(k)[2];
+        const AffineQuant& q = vals[o.inputs[k]].quant;
+        const bool same = q.scale == out.quant.scale && q.zero_point == out.quant.zero_point;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < c; ++j)
+            py[r * c_out + col + j] = same ? in(k)[r * c + j] : requant(in(k)[r * c + j], q, out.quant);
+        col += c;
+      }
+      break;
+    }
+  }
+  return y;
+}
+
+bool same_codes(const Tensor& a, const Tensor& b) {
+  return a.numel() == b.numel() && std::equal(a.data<int8_t>(), a.data<int8_t>() + a.numel(), b.data<int8_t>());
+}
+
+}  // namespace
+
+TEST_CASE("int8 runtime: every op equals its naive reference; shared buffers change nothing") {
+  Int8Model m = test_graph();
+  std::mt19937 rng(28);
+  for (int64_t batch : {1, 2}) {
+    CAPTURE(batch);
+    for (int trial = 0; trial < 2; ++trial) {
+      // Images across the input grid and past it (clamped); some exactly on code boundaries.
+      Tensor images = Tensor::randn({batch, 12, 12, 3}, rng, 2.5f);
+      const AffineQuant& iq = m.values()[0].quant;
+      for (int64_t e = 0; e < images.numel(); e += 7)
+        images.data<float>()[e] = iq.nudged_min + (static_cast<float>(e % 256) + 0.5f) * iq.scale;
+      std::vector<Tensor> codes;
+      const Tensor with_codes = m.run(images, &codes);
+      REQUIRE(codes.size() == m.values().size());
+      for (size_t i = 0; i < m.ops().size(); ++i) {
+        CAPTURE(m.ops()[i].source);
+        CHECK(same_codes(codes[m.ops()[i].output], reference_op(m, i, codes, images)));
+        // execute() (what the per-layer comparison runs) agrees too.
+        CHECK(same_codes(codes[m.ops()[i].output], m.execute(i, codes, images)));
+      }
+      const Tensor plain = m.run(images);
+      REQUIRE(plain.numel() == with_codes.numel());
+      CHECK(std::equal(plain.data<float>(), plain.data<float>() + plain.numel(), with_codes.data<float>()));
+    }
+  }
+}
+
+TEST_CASE("int8 runtime: the profile has every op type that ran") {
+  Int8Model m = test_graph();
+  std::mt19937 rng(29);
+  const Tensor images = Tensor::randn({1, 12, 12, 3}, rng);
+  m.run(images);
+  CHECK(m.profile().empty());
+  m.set_profiling(true);
+  m.run(images);
+  m.run(images);
+  CHECK(m.profiled_runs() == 2);
+  const auto profile = m.profile();
+  for (const char* type : {"quantize", "conv", "conv_depthwise", "conv_1x1", "fully_connected", "add", "mul",
+                           "lookup", "requantize", "mean", "avg_pool", "max_pool", "resize", "concat", "dequantize"}) {
+    CAPTURE(type);
+    REQUIRE(profile.count(type) == 1);
+    CHECK(profile.at(type) >= 0.0);
+  }
+  CHECK(profile.size() == 15);
+  m.set_profiling(false);
+  m.run(images);
+  CHECK(m.profiled_runs() == 2);
 }
