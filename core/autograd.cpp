@@ -54,7 +54,7 @@ Tensor record(Tensor out, const char* name, const std::vector<Tensor>& inputs, B
   return out;
 }
 
-void run_backward(const Tensor& root, const Tensor& seed) {
+void run_backward(const Tensor& root, const Tensor& seed, const BackwardHooks& hooks) {
   BONSAI_CHECK(root.requires_grad(), "backward() on a tensor that does not require grad");
   BONSAI_CHECK(seed.shape() == root.shape(),
                "backward seed shape " + seed.shape_str() + " differs from root " + root.shape_str());
@@ -68,23 +68,34 @@ void run_backward(const Tensor& root, const Tensor& seed) {
     } else {
       leaf->grad = seed.clone().impl_ptr();
     }
+    if (hooks.leaf_ready) hooks.leaf_ready(leaf);
     return;
   }
 
-  // Count, for every node reachable from the root, how many edges point at it.
+  // Count, for every node reachable from the root, how many edges point at
+  // it; with a leaf_ready hook, also how many edges point at each leaf.
   std::unordered_map<Node*, int> dependents;
+  std::unordered_map<TensorImpl*, int> leaf_uses;
+  const bool track_leaves = static_cast<bool>(hooks.leaf_ready);
   std::vector<Node*> stack{root.grad_fn().get()};
   dependents[root.grad_fn().get()] = 0;
   while (!stack.empty()) {
     Node* n = stack.back();
     stack.pop_back();
     for (const Edge& e : n->inputs) {
+      if (e.leaf && track_leaves) ++leaf_uses[e.leaf.get()];
       if (!e.node) continue;
       auto [it, inserted] = dependents.try_emplace(e.node.get(), 0);
       ++it->second;
       if (inserted) stack.push_back(e.node.get());
     }
   }
+
+  // A node is done with one of its leaf inputs: the leaf's gradient is final
+  // once no other node will add to it.
+  auto leaf_done = [&](TensorImpl* leaf) {
+    if (track_leaves && --leaf_uses[leaf] == 0) hooks.leaf_ready(leaf);
+  };
 
   // Process nodes once all their consumers have delivered gradients
   // (reverse topological order). Pending gradients are owned by this map.
@@ -117,13 +128,15 @@ void run_backward(const Tensor& root, const Tensor& seed) {
                          " for input " + std::to_string(i) + " of shape " +
                          node->input_shapes[i].str());
       if (e.leaf) {
-        if (!g.defined()) continue;
-        if (e.leaf->grad) {
-          Tensor acc(e.leaf->grad);
-          accumulate_into(acc, g);
-        } else {
-          e.leaf->grad = g.clone().impl_ptr();
+        if (g.defined()) {
+          if (e.leaf->grad) {
+            Tensor acc(e.leaf->grad);
+            accumulate_into(acc, g);
+          } else {
+            e.leaf->grad = g.clone().impl_ptr();
+          }
         }
+        leaf_done(e.leaf.get());
         continue;
       }
       Node* target = e.node.get();
@@ -152,6 +165,7 @@ void run_backward(const Tensor& root, const Tensor& seed) {
             quiet.pop_back();
             q->backward = nullptr;
             for (const Edge& qe : q->inputs) {
+              if (qe.leaf) leaf_done(qe.leaf.get());
               if (!qe.node) continue;
               if (--dependents[qe.node.get()] == 0) {
                 auto pit = pending.find(qe.node.get());

@@ -66,7 +66,16 @@ bool any_requires_grad(const std::vector<Tensor>& inputs);
 // otherwise return `out` untouched and drop `fn`.
 Tensor record(Tensor out, const char* name, const std::vector<Tensor>& inputs, BackwardFn fn);
 
+// Callbacks into a backward pass. leaf_ready(leaf) fires once per leaf that
+// requires grad, as soon as every node that uses it has delivered its
+// gradient, so leaf->grad is final (it stays empty if no gradient reached
+// it). Data-parallel training starts reducing gradients there while the
+// rest of backward runs (core/dist/grad_reducer.h).
+struct BackwardHooks {
+  std::function<void(TensorImpl* leaf)> leaf_ready;
+};
+
 // Run backward from `root` with seed gradient `seed` (same shape as root).
-void run_backward(const Tensor& root, const Tensor& seed);
+void run_backward(const Tensor& root, const Tensor& seed, const BackwardHooks& hooks = {});
 
 }  // namespace bonsai

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "core/dist/sync_batch_norm.h"
+
 namespace bonsai {
 
 ops::Padding window_padding(PaddingStyle style, int64_t h, int64_t w, int kernel, int stride, int dilation) {
@@ -57,8 +59,16 @@ BatchNorm2d::BatchNorm2d(const BatchNormOptions& o) : opt_(o) {
 }
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
-  return ops::batch_norm(x, gamma, beta, moving_mean, moving_variance,
-                         {.training = is_training(), .momentum = opt_.momentum, .epsilon = opt_.epsilon});
+  const ops::BatchNormParams p{.training = is_training(), .momentum = opt_.momentum, .epsilon = opt_.epsilon};
+  if (p.training && sync_)
+    return dist::sync_batch_norm(x, gamma, beta, moving_mean, moving_variance, p, *sync_);
+  return ops::batch_norm(x, gamma, beta, moving_mean, moving_variance, p);
+}
+
+void use_sync_batch_norm(Module& m, std::shared_ptr<dist::Communicator> comm) {
+  m.visit([&](const std::string&, Module& child) {
+    if (auto* bn = dynamic_cast<BatchNorm2d*>(&child)) bn->sync_statistics(comm);
+  });
 }
 
 Dense::Dense(const DenseOptions& o) {

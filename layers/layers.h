@@ -10,6 +10,7 @@
 
 #include <random>
 
+#include "core/dist/communicator.h"
 #include "core/ops.h"
 #include "layers/module.h"
 
@@ -59,11 +60,21 @@ class BatchNorm2d : public Module {
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "BatchNorm2d"; }
   const BatchNormOptions& options() const { return opt_; }
+  // Training normalises with the statistics of the batch over every rank of
+  // `comm` (dist::sync_batch_norm) when it has more than one rank; null (the
+  // default): this replica's batch alone. Set by use_sync_batch_norm().
+  void sync_statistics(std::shared_ptr<dist::Communicator> comm) { sync_ = std::move(comm); }
+  bool synced() const { return sync_ != nullptr; }
   Tensor gamma, beta, moving_mean, moving_variance;  // [C]
 
  private:
   BatchNormOptions opt_;
+  std::shared_ptr<dist::Communicator> sync_;
 };
+
+// Every BatchNorm2d below `m` takes its training statistics over the ranks
+// of `comm` (synchronized batch norm; PyTorch's convert_sync_batchnorm).
+void use_sync_batch_norm(Module& m, std::shared_ptr<dist::Communicator> comm);
 
 struct DenseOptions {
   int64_t in = 0, out = 0;

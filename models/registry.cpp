@@ -4,6 +4,7 @@
 #include <map>
 
 #include "core/io/safetensors.h"
+#include "layers/layers.h"
 #include "layers/state.h"
 #include "models/deeplab.h"
 #include "models/init.h"
@@ -54,8 +55,18 @@ std::shared_ptr<Module> build(const std::string& name, const nlohmann::json& opt
     init = family["kernel_initializer"].get<std::string>();
     family.erase("kernel_initializer");
   }
+  // So does use_sync_bn (the Model Garden's norm_activation.use_sync_bn):
+  // every BatchNorm2d then takes its statistics over the ranks of
+  // dist::world(), which is a single process unless dist::init() chose MPI.
+  bool sync_bn = false;
+  if (family.is_object() && family.contains("use_sync_bn")) {
+    BONSAI_CHECK(family["use_sync_bn"].is_boolean(), name + ": option 'use_sync_bn' must be true or false");
+    sync_bn = family["use_sync_bn"].get<bool>();
+    family.erase("use_sync_bn");
+  }
   auto model = it->second(family);
   reinitialize(*model, init, family.is_object() ? family.value("seed", 0u) : 0u);
+  if (sync_bn) use_sync_batch_norm(*model, dist::world_ptr());
   return model;
 }
 

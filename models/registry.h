@@ -4,7 +4,8 @@
 //   for (auto& name : models::names()) ...
 //
 // Every model accepts the common options (models/options.h: padding_style,
-// bn_momentum, bn_epsilon, seed) and kernel_initializer (models/init.h);
+// bn_momentum, bn_epsilon, seed), kernel_initializer (models/init.h) and
+// use_sync_bn (batch statistics over all ranks: layers/layers.h);
 // classifiers also num_classes (default
 // 1000) and dropout_rate; each family adds its own (see its header).
 // Unknown keys are rejected with the key's name.
