@@ -14,6 +14,7 @@
 #include "apps/lib/model_commands.h"
 #include "apps/lib/quant_commands.h"
 #include "core/check.h"
+#include "core/dist/launch.h"
 #include "core/io/tensorboard.h"
 #include "core/runtime.h"
 #include "models/registry.h"
@@ -28,6 +29,9 @@ usage:
   bonsai eval --config C.json --model_dir D [--checkpoint K] [--params_override ...]
       Run an experiment (configs/*.json; keys mirror the Model Garden's).
       Training resumes from the newest checkpoint in D.
+      [--distributed auto|mpi|none]: data-parallel over MPI ranks, e.g.
+      mpirun -np 4 bonsai train ... (auto: when started by mpirun; the global
+      batch is split over the ranks; rank 0 writes D). See docs/distributed.md.
   bonsai info --model NAME [--num-classes K] [--res R] [--options JSON] [--json]
       Parameters, BN buffers and MACs of a zoo model, whole, per top-level child
       and per layer. Models: resnet18/34/50/101/152, mobilenet_v2,
@@ -171,9 +175,10 @@ int cmd_tensorboard(int argc, char** argv) {
 int cmd_run(const std::string& mode, int argc, char** argv) {
   Args a(argc, argv, 2,
          {{"config", ""}, {"model_dir", ""}, {"params_override", ""}, {"checkpoint", ""}, {"stop_at_step", "0"},
-          {"int8", ""}});
+          {"int8", ""}, {"distributed", "auto"}});
   BONSAI_CHECK(!a.get("config").empty() && !a.get("model_dir").empty(),
                "bonsai " + mode + " needs --config C.json and --model_dir D");
+  const bool chief = bonsai::dist::init(a.get("distributed")).rank() == 0;
   auto r = bonsai::apps::run_experiment({.config = a.get("config"),
                                          .model_dir = a.get("model_dir"),
                                          .mode = mode,
@@ -181,6 +186,8 @@ int cmd_run(const std::string& mode, int argc, char** argv) {
                                          .checkpoint = a.get("checkpoint"),
                                          .int8_model = a.get("int8"),
                                          .stop_at_step = a.get_int("stop_at_step")});
+  bonsai::dist::finalize();
+  if (!chief) return 0;  // rank 0 reports for all
   std::printf("done at step %lld; logs and checkpoints in %s\n", static_cast<long long>(r.step),
               a.get("model_dir").c_str());
   for (const auto& [k, v] : r.metrics) std::printf("  %s: %.4f\n", k.c_str(), v);
@@ -220,8 +227,20 @@ int main(int argc, char** argv) {
     }
     std::fprintf(stderr, "bonsai: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bonsai: error: %s\n", e.what());
+  } catch (const bonsai::dist::CollectiveError& e) {
+    // Every rank threw this together: rank 0 reports, all exit normally.
+    if (bonsai::dist::world().rank() == 0) std::fprintf(stderr, "bonsai: error: %s\n", e.what());
+    bonsai::dist::finalize();
     return 1;
+  } catch (const std::exception& e) {
+    bonsai::dist::Communicator& world = bonsai::dist::world();
+    if (world.size() == 1) {
+      std::fprintf(stderr, "bonsai: error: %s\n", e.what());
+      return 1;
+    }
+    // One rank failed alone while the others may wait for it in a
+    // collective: say which and why, then end the whole job.
+    std::fprintf(stderr, "bonsai: error on rank %d of %d: %s\n", world.rank(), world.size(), e.what());
+    world.abort(1);
   }
 }

@@ -275,7 +275,9 @@ ExperimentConfig parse_experiment_config(const json& j, const std::string& sourc
     Section r = root.sub("runtime");
     r.get("threads", c.threads);
     r.get("seed", c.seed);
+    r.get("allreduce_bucket_mb", c.allreduce_bucket_mb);
     r.finish();
+    BONSAI_CHECK(c.allreduce_bucket_mb > 0, r.where("allreduce_bucket_mb") + " must be positive");
   }
   root.finish();
   return c;
@@ -378,7 +380,7 @@ json to_json_without_quantization(const ExperimentConfig& c) {
             {"best_checkpoint_eval_metric", c.best_checkpoint_eval_metric},
             {"best_checkpoint_metric_comp", c.best_checkpoint_metric_comp},
             {"optimizer_config", oc}}},
-          {"runtime", {{"threads", c.threads}, {"seed", c.seed}}}};
+          {"runtime", {{"threads", c.threads}, {"seed", c.seed}, {"allreduce_bucket_mb", c.allreduce_bucket_mb}}}};
 }
 
 }  // namespace

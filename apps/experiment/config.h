@@ -26,7 +26,7 @@
 //                  "learning_rate": {"type": "cosine", "cosine": {"initial_learning_rate": 0.1,
 //                                                                 "decay_steps": 1404}},
 //                  "warmup": {"type": "linear", "linear": {"warmup_steps": 200}}}},
-//    "runtime": {"threads": 0, "seed": 0}}
+//    "runtime": {"threads": 0, "seed": 0, "allreduce_bucket_mb": 25}}
 #pragma once
 
 #include <string>
@@ -114,8 +114,9 @@ struct ExperimentConfig {
   std::string best_checkpoint_metric_comp = "higher";
   OptimizerConfig optimizer;
   // runtime
-  int threads = 0;
+  int threads = 0;  // per rank; 0: all cores, or under MPI the cores of this rank (dist::threads_per_rank)
   uint32_t seed = 0;
+  double allreduce_bucket_mb = 25.0;  // MPI: gradients are averaged in buckets of about this size
 };
 
 // Parses `j` strictly; `source` names the file in messages.

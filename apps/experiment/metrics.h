@@ -7,6 +7,7 @@
 //   ConfusionMatrix cm(21, 255);  cm.update(predicted_labels, labels);  cm.mean_iou();
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -21,6 +22,9 @@ class TopK {
   double top1() const { return count_ ? static_cast<double>(top1_) / count_ : 0.0; }
   double top5() const { return count_ ? static_cast<double>(top5_) / count_ : 0.0; }
   int64_t count() const { return count_; }
+  // Top-1 hits, top-5 hits and examples: what ranks sum to reduce the metric.
+  std::array<int64_t, 3> counts() const { return {top1_, top5_, count_}; }
+  void set_counts(const std::array<int64_t, 3>& c) { top1_ = c[0], top5_ = c[1], count_ = c[2]; }
 
  private:
   int64_t top1_ = 0, top5_ = 0, count_ = 0;
@@ -38,6 +42,8 @@ class ConfusionMatrix {
   double mean_iou() const;
   double pixel_accuracy() const;
   int64_t at(int64_t truth, int64_t predicted) const { return m_[truth * n_ + predicted]; }
+  // The [truth][predicted] counts, which ranks sum to reduce the metric.
+  std::vector<int64_t>& counts() { return m_; }
 
  private:
   int64_t n_, ignore_;

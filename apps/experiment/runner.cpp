@@ -12,6 +12,8 @@
 #include "apps/experiment/metrics.h"
 #include "apps/lib/progress.h"
 #include "core/autograd.h"
+#include "core/dist/communicator.h"
+#include "core/dist/grad_reducer.h"
 #include "core/io/safetensors.h"
 #include "core/io/tensorboard.h"
 #include "core/ops.h"
@@ -210,29 +212,44 @@ struct EvalResult {
   std::vector<double> per_class_iou;
 };
 
+// Each rank evaluates the batches of its shard of the validation data; the
+// loss sums, top-k counts and confusion matrices are summed over ranks, so
+// every rank returns the metrics of the whole set.
 EvalResult evaluate(Module& model, data::Loader& loader, const ExperimentConfig& c, int64_t num_classes,
-                    bool segmentation) {
+                    bool segmentation, dist::Communicator& comm) {
   NoGrad no_grad;
-  model.eval();
   TopK topk;
   ConfusionMatrix cm(num_classes, c.losses.ignore_label);
   double loss_sum = 0;
   int64_t batches = 0;
-  loader.start_epoch(0);
-  while (auto b = loader.next()) {
-    if (c.validation_steps > 0 && batches >= c.validation_steps) break;
-    Tensor logits = model.forward(b->images);
-    loss_sum += loss_for(logits, b->labels, c).item();
-    ++batches;
-    if (segmentation) {
-      if (logits.dim(1) != b->labels.dim(1) || logits.dim(2) != b->labels.dim(2))
-        logits = ops::resize_bilinear(logits, b->labels.dim(1), b->labels.dim(2));
-      cm.update_from_logits(logits, b->labels);
-    } else {
-      topk.update(logits, b->labels);
+  dist::collectively(comm, [&] {
+    model.eval();
+    loader.start_epoch(0);
+    while (auto b = loader.next()) {
+      if (c.validation_steps > 0 && batches >= c.validation_steps) break;
+      Tensor logits = model.forward(b->images);
+      loss_sum += loss_for(logits, b->labels, c).item();
+      ++batches;
+      if (segmentation) {
+        if (logits.dim(1) != b->labels.dim(1) || logits.dim(2) != b->labels.dim(2))
+          logits = ops::resize_bilinear(logits, b->labels.dim(1), b->labels.dim(2));
+        cm.update_from_logits(logits, b->labels);
+      } else {
+        topk.update(logits, b->labels);
+      }
     }
+    model.train();
+  });
+  if (comm.size() > 1) {
+    double sums[2] = {loss_sum, static_cast<double>(batches)};
+    comm.allreduce_sum(sums, 2);
+    loss_sum = sums[0];
+    batches = static_cast<int64_t>(sums[1]);
+    std::array<int64_t, 3> k = topk.counts();
+    comm.allreduce_sum(k.data(), 3);
+    topk.set_counts(k);
+    if (segmentation) comm.allreduce_sum(cm.counts().data(), static_cast<int64_t>(cm.counts().size()));
   }
-  model.train();
   EvalResult r;
   r.metrics["validation_loss"] = batches ? loss_sum / batches : 0.0;
   if (segmentation) {
@@ -268,12 +285,20 @@ std::string metrics_line(const EvalResult& e) {
 
 }  // namespace
 
-RunResult run_experiment(const RunOptions& o) {
+RunResult run_experiment(const RunOptions& options) {
+  // Data-parallel (docs/distributed.md): every rank of dist::world() runs
+  // this function in step with the others, on its shard of the data. Rank
+  // 0, the chief, alone prints and writes to model_dir.
+  dist::Communicator& comm = dist::world();
+  const int world = comm.size();
+  const bool chief = comm.rank() == 0;
+  RunOptions o = options;
+  if (!chief) o.quiet = true;
   BONSAI_CHECK(o.mode == "train" || o.mode == "eval" || o.mode == "train_and_eval",
                "unknown mode '" + o.mode + "' (train, eval, train_and_eval)");
   BONSAI_CHECK(!o.model_dir.empty(), "--model_dir is required");
   ExperimentConfig c = load_experiment_config(o.config, o.params_override);
-  set_num_threads(c.threads);
+  set_num_threads(dist::threads_per_rank(comm, c.threads));
   const bool training = o.mode != "eval";
   const bool segmentation = is_segmentation(c);
 
@@ -285,8 +310,13 @@ RunResult run_experiment(const RunOptions& o) {
   if (training) train_ds = make_dataset(c.train_data, "task.train_data");
   const bool validate = o.mode != "train" || !c.validation_data.input_path.empty();
   if (validate) val_ds = make_dataset(c.validation_data, "task.validation_data");
-  fs::create_directories(o.model_dir);
-  write_json_atomic(o.model_dir + "/params.json", to_json(c));
+  BONSAI_CHECK(!training || c.train_data.global_batch_size % world == 0,
+               "task.train_data.global_batch_size " + std::to_string(c.train_data.global_batch_size) +
+                   " must be a multiple of the " + std::to_string(world) + " ranks");
+  if (chief) {
+    fs::create_directories(o.model_dir);
+    write_json_atomic(o.model_dir + "/params.json", to_json(c));
+  }
 
   auto params = model->named_parameters();
   auto opt = make_optimizer(c, params);
@@ -299,6 +329,18 @@ RunResult run_experiment(const RunOptions& o) {
   RunResult result;
   int64_t step = 0;
   std::string resume = o.mode == "eval" && !o.checkpoint.empty() ? o.checkpoint : ckpts.latest().value_or("");
+  // The chief chooses and reads the checkpoint to resume from; the other
+  // ranks receive its contents (model_dir need only exist where rank 0 runs).
+  dist::broadcast_string(comm, resume, 0);
+  auto read_on_chief = [&](const std::string& path) {
+    io::SafetensorsFile f;
+    dist::collectively(comm, [&] {
+      if (chief) f = io::read_safetensors(path);
+    });
+    dist::broadcast_map(comm, f.tensors, 0);
+    dist::broadcast_map(comm, f.metadata, 0);
+    return f;
+  };
   const std::string float_init = c.quantization.enabled && !c.quantization.pretrained_original_checkpoint.empty()
                                      ? c.quantization.pretrained_original_checkpoint
                                      : c.init_checkpoint;
@@ -306,7 +348,7 @@ RunResult run_experiment(const RunOptions& o) {
     model = std::make_shared<Int8Evaluated>(quant::Int8Model::load(o.int8_model));
     if (!o.quiet) std::printf("evaluating the int8 model %s\n", o.int8_model.c_str());
   } else if (!resume.empty()) {
-    io::SafetensorsFile f = io::read_safetensors(resume);
+    io::SafetensorsFile f = read_on_chief(resume);
     load_state(*model, model_weights(f.tensors));
     StateDict opt_state = with_prefix(f.tensors, "optimizer/", true);
     if (!opt_state.empty()) opt->load_state(opt_state);
@@ -330,6 +372,14 @@ RunResult run_experiment(const RunOptions& o) {
     BONSAI_CHECK(false, "bonsai eval: no checkpoint in '" + o.model_dir + "' and none given with --checkpoint");
   }
 
+  // Replicas start from rank 0's weights and statistics, whatever their seeds.
+  std::vector<std::pair<std::string, Tensor>> param_pairs;
+  for (const NamedParam& p : params) param_pairs.emplace_back(p.name, p.tensor);
+  if (world > 1 && o.int8_model.empty()) {
+    dist::broadcast_tensors(comm, param_pairs, 0);
+    dist::broadcast_tensors(comm, model->named_buffers(), 0);
+  }
+
   // The model may have more outputs than the data has classes (the Model
   // Garden's 1001 ImageNet outputs), never fewer.
   const int64_t data_classes = val_ds ? val_ds->num_classes() : train_ds->num_classes();
@@ -341,22 +391,26 @@ RunResult run_experiment(const RunOptions& o) {
   if (val_ds)
     val_loader = std::make_unique<data::Loader>(data::LoaderOptions{
         .dataset = val_ds.get(),
-        .batch_size = c.validation_data.global_batch_size,
+        .batch_size = (c.validation_data.global_batch_size + world - 1) / world,  // each rank: its shard
         .shuffle = false,
         .seed = c.seed,
         .threads = c.validation_data.threads,
         .prefetch = c.validation_data.prefetch,
         .drop_remainder = false,
+        .rank = comm.rank(),
+        .world_size = world,
         .on_error = c.validation_data.on_error == "skip" ? data::OnError::skip : data::OnError::fail,
         .transform = make_transform(c.validation_data, c.input_size, segmentation)});
 
   auto run_eval = [&](io::EventWriter* tb) {
+    // The replicas' BatchNorm statistics (each of its own data) are averaged.
+    if (world > 1) dist::average_tensors(comm, model->named_buffers());
     EvalResult e;
     if (ema) {
       auto swap = ema->swap_in();
-      e = evaluate(*model, *val_loader, c, num_classes, segmentation);
+      e = evaluate(*model, *val_loader, c, num_classes, segmentation, comm);
     } else {
-      e = evaluate(*model, *val_loader, c, num_classes, segmentation);
+      e = evaluate(*model, *val_loader, c, num_classes, segmentation, comm);
     }
     if (tb) {
       for (const auto& [k, v] : e.metrics) tb->scalar(k, step, static_cast<float>(v));
@@ -369,12 +423,12 @@ RunResult run_experiment(const RunOptions& o) {
     result.per_class_iou = e.per_class_iou;
     json summary{{"step", step}, {"metrics", e.metrics}};
     if (!e.per_class_iou.empty()) summary["per_class_iou"] = e.per_class_iou;
-    write_json_atomic(o.model_dir + "/summary.json", summary);
+    if (chief) write_json_atomic(o.model_dir + "/summary.json", summary);
     return e;
   };
 
   if (!training) {
-    io::EventWriter tb(o.model_dir + "/validation");
+    io::EventWriter tb(chief ? o.model_dir + "/validation" : "");
     run_eval(&tb);
     result.step = step;
     return result;
@@ -382,20 +436,23 @@ RunResult run_experiment(const RunOptions& o) {
 
   data::Loader loader(data::LoaderOptions{
       .dataset = train_ds.get(),
-      .batch_size = c.train_data.global_batch_size,
+      .batch_size = c.train_data.global_batch_size / world,
       .shuffle = c.train_data.shuffle,
       .seed = c.seed,
       .threads = c.train_data.threads,
       .prefetch = c.train_data.prefetch,
       .drop_remainder = c.train_data.drop_remainder,
+      .rank = comm.rank(),
+      .world_size = world,
+      .shard_remainder = data::ShardRemainder::drop,  // equal shards: the same steps per epoch on every rank
       .on_error = c.train_data.on_error == "skip" ? data::OnError::skip : data::OnError::fail,
       .transform = make_transform(c.train_data, c.input_size, segmentation)});
   const int64_t per_epoch = loader.batches_per_epoch();
   BONSAI_CHECK(per_epoch > 0, "task.train_data: " + train_ds->describe() + " has fewer examples than one batch of " +
                                   std::to_string(c.train_data.global_batch_size));
-  io::EventWriter tb_train(o.model_dir + "/train");
+  io::EventWriter tb_train(chief ? o.model_dir + "/train" : "");
   std::unique_ptr<io::EventWriter> tb_val;
-  if (val_loader) tb_val = std::make_unique<io::EventWriter>(o.model_dir + "/validation");
+  if (val_loader) tb_val = std::make_unique<io::EventWriter>(chief ? o.model_dir + "/validation" : "");
 
   const int64_t end = o.stop_at_step > 0 ? std::min(o.stop_at_step, c.train_steps) : c.train_steps;
   if (!o.quiet)
@@ -403,6 +460,66 @@ RunResult run_experiment(const RunOptions& o) {
                 c.model_name.c_str(), static_cast<long long>(model->num_parameters()), train_ds->describe().c_str(),
                 static_cast<long long>(step), static_cast<long long>(c.train_steps), static_cast<long long>(per_epoch));
   Progress bar("train", c.train_steps, c.steps_per_loop);
+  // Gradients averaged over the ranks in buckets, while backward runs.
+  std::unique_ptr<dist::GradientReducer> reducer;
+  if (world > 1) {
+    std::vector<Tensor> ts;
+    for (const NamedParam& p : params) ts.push_back(p.tensor);
+    reducer = std::make_unique<dist::GradientReducer>(comm, ts,
+                                                      dist::GradientReducerOptions{.bucket_mb = c.allreduce_bucket_mb});
+    if (!o.quiet)
+      std::printf("data-parallel over %d ranks (%s): batch %lld per rank, %d threads each, gradients in %lld buckets\n",
+                  world, comm.describe().c_str(), static_cast<long long>(c.train_data.global_batch_size / world),
+                  num_threads(), static_cast<long long>(reducer->num_buckets()));
+  }
+  // Dropout masks differ between ranks (each sees other examples) yet stay
+  // reproducible; a single process keeps the seeds it always had.
+  const uint32_t dropout_seed = world > 1 ? mix(c.seed, 0xD1570000u + static_cast<uint32_t>(comm.rank())) : c.seed;
+  double status_seconds = 0;  // the per-step agreement between ranks
+  const int64_t first_step = step;
+  // The next batch. With several ranks they agree first: a rank's error
+  // (a bad file) stops every rank, naming it; when one rank's epoch ends
+  // (a batch of skipped files), every rank starts the next.
+  auto next_batch = [&]() -> std::optional<data::Batch> {
+    if (world == 1) return loader.next();
+    std::optional<data::Batch> b;
+    std::string failure;
+    try {
+      b = loader.next();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    double mine[2] = {failure.empty() ? 0.0 : 1.0, b ? 0.0 : 1.0}, any[2] = {mine[0], mine[1]};
+    comm.allreduce_sum(any, 2);
+    status_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (any[0] > 0) {
+      if (!o.quiet) bar.finish();
+      dist::agree(comm, failure);  // throws on every rank
+    }
+    if (any[1] > 0) b.reset();
+    return b;
+  };
+  // The loss of the global batch (the mean over ranks); a NaN on any rank
+  // stops every rank, naming it.
+  auto global_loss = [&](float lv) {
+    if (world == 1) return lv;
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<double> all = dist::allgather(comm, lv);
+    status_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double sum = 0;
+    for (int r = 0; r < world; ++r) {
+      if (!std::isfinite(all[r])) {
+        if (!o.quiet) bar.finish();
+        auto last = ckpts.latest();
+        throw dist::CollectiveError("rank " + std::to_string(r) + ": loss is " + std::to_string(all[r]) + " at step " +
+                                    std::to_string(step) + "; stopping. The last good checkpoint is " +
+                                    (last ? *last : std::string("(none)")));
+      }
+      sum += all[r];
+    }
+    return static_cast<float>(sum / world);
+  };
   int64_t epoch = step / per_epoch;
   loader.start_epoch(epoch, step % per_epoch);
   model->train();
@@ -410,6 +527,11 @@ RunResult run_experiment(const RunOptions& o) {
   int64_t loop_n = 0, loop_images = 0;
   auto loop_start = std::chrono::steady_clock::now();
   auto save = [&] {
+    if (world > 1) {
+      dist::average_tensors(comm, model->named_buffers());
+      dist::check_identical(comm, param_pairs, "at step " + std::to_string(step));
+      if (!chief) return result.last_checkpoint;  // rank 0 alone writes
+    }
     // What `bonsai predict` needs to run the checkpoint on image files.
     std::map<std::string, std::string> meta{{"step", std::to_string(step)},
                                             {"model", c.model_name},
@@ -421,19 +543,20 @@ RunResult run_experiment(const RunOptions& o) {
     return result.last_checkpoint;
   };
   while (step < end) {
-    std::optional<data::Batch> batch = loader.next();
+    std::optional<data::Batch> batch = next_batch();
     if (!batch) {
       for (const auto& s : loader.skipped())
-        std::fprintf(stderr, "skipped %s: %s\n", s.path.c_str(), s.message.c_str());
+        std::fprintf(stderr, "%sskipped %s: %s\n", world > 1 ? ("rank " + std::to_string(comm.rank()) + ": ").c_str() : "",
+                     s.path.c_str(), s.message.c_str());
       loader.start_epoch(++epoch);
       continue;
     }
-    reseed_dropouts(*model, c.seed, step);
+    reseed_dropouts(*model, dropout_seed, step);
     if (c.quantization.enabled && c.quantization.freeze_bn_step >= 0)
       quant::freeze_batch_norm(*model, step >= c.quantization.freeze_bn_step);
     const float rate = static_cast<float>(lr(step));
     Tensor loss = loss_for(model->forward(batch->images), batch->labels, c);
-    const float lv = loss.item();
+    const float lv = global_loss(loss.item());
     if (!std::isfinite(lv)) {
       bar.finish();
       auto last = ckpts.latest();
@@ -441,15 +564,21 @@ RunResult run_experiment(const RunOptions& o) {
                               "; stopping. The last good checkpoint is " + (last ? *last : std::string("(none)")));
     }
     model->zero_grad();
-    loss.backward();
+    if (reducer) {
+      reducer->start();
+      run_backward(loss, Tensor::full(loss.shape(), 1.0f), reducer->hooks());
+      reducer->finish();  // averaged gradients: every rank takes the same step
+    } else {
+      loss.backward();
+    }
     opt->step(rate);
     ++step;
     if (ema) ema->update(step);
     loop_loss += lv;
     ++loop_n;
-    loop_images += batch->size();
+    loop_images += batch->size() * world;
     result.final_loss = lv;
-    if (!o.quiet) bar.update(step, lv, batch->size(), rate);
+    if (!o.quiet) bar.update(step, lv, batch->size() * world, rate);
     if (step % c.steps_per_loop == 0 || step == end) {
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - loop_start).count();
       tb_train.scalar("loss", step, static_cast<float>(loop_loss / loop_n));
@@ -467,7 +596,7 @@ RunResult run_experiment(const RunOptions& o) {
       EvalResult e = run_eval(tb_val.get());
       if (!c.best_checkpoint_eval_metric.empty() && e.metrics.count(c.best_checkpoint_eval_metric)) {
         std::string src = ckpt_due ? result.last_checkpoint : save();
-        ckpts.update_best(src, step, c.best_checkpoint_eval_metric, e.metrics.at(c.best_checkpoint_eval_metric),
+        if (chief) ckpts.update_best(src, step, c.best_checkpoint_eval_metric, e.metrics.at(c.best_checkpoint_eval_metric),
                           c.best_checkpoint_metric_comp == "higher");
       }
     }
@@ -475,8 +604,15 @@ RunResult run_experiment(const RunOptions& o) {
   if (!o.quiet) bar.finish();
   result.train_seconds = bar.elapsed_s();
   result.step = step;
-  if (c.quantization.enabled && c.quantization.num_bits_weight == 8 && c.quantization.num_bits_activation == 8 &&
-      step == c.train_steps) {
+  if (reducer && !o.quiet && step > first_step) {
+    const double steps = static_cast<double>(step - first_step);
+    const double per_step = result.train_seconds / steps;
+    const double comm_s = (reducer->comm_seconds() + status_seconds) / steps, wait_s = reducer->wait_seconds() / steps;
+    std::printf("allreduce: %.1f ms of %.1f ms per step (%.1f%%); %.1f ms (%.1f%%) after backward ended\n",
+                1e3 * comm_s, 1e3 * per_step, 100.0 * comm_s / per_step, 1e3 * wait_s, 100.0 * wait_s / per_step);
+  }
+  if (chief && c.quantization.enabled && c.quantization.num_bits_weight == 8 &&
+      c.quantization.num_bits_activation == 8 && step == c.train_steps) {
     // The deployable integer model of the final weights.
     std::optional<optim::Ema::Swap> swap;
     if (ema) swap.emplace(*ema);
@@ -527,7 +663,7 @@ double evaluate_metric(Module& model, const ExperimentConfig& c, int64_t max_bat
   ExperimentConfig limited = c;
   if (max_batches > 0) limited.validation_steps = max_batches;
   const int64_t num_classes = c.model_options.value("num_classes", d.dataset->num_classes());
-  EvalResult e = evaluate(model, *d.loader, limited, num_classes, is_segmentation(c));
+  EvalResult e = evaluate(model, *d.loader, limited, num_classes, is_segmentation(c), *dist::local());
   return 100.0 * (is_segmentation(c) ? e.metrics.at("mean_iou") : e.metrics.at("accuracy"));
 }
 

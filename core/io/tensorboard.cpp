@@ -113,6 +113,7 @@ uint32_t masked_crc32c(const void* data, size_t n) {
 }
 
 EventWriter::EventWriter(const std::string& dir) {
+  if (dir.empty()) return;
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   BONSAI_CHECK(!ec, "cannot create TensorBoard directory '" + dir + "': " + ec.message());
@@ -134,6 +135,7 @@ EventWriter::~EventWriter() {
 }
 
 void EventWriter::write_record(const std::string& payload) {
+  if (!f_) return;
   char len[8];
   uint64_t n = payload.size();
   std::memcpy(len, &n, 8);
@@ -158,7 +160,9 @@ void EventWriter::scalar(const std::string& tag, int64_t step, float value) {
   write_record(ev);
 }
 
-void EventWriter::flush() { std::fflush(f_); }
+void EventWriter::flush() {
+  if (f_) std::fflush(f_);
+}
 
 std::vector<ScalarEvent> read_scalar_events(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

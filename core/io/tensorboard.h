@@ -27,6 +27,8 @@ uint32_t masked_crc32c(const void* data, size_t n);
 class EventWriter {
  public:
   // Creates `dir` if needed and a new events.out.tfevents.<time>.<host>.bonsai file in it.
+  // An empty `dir` makes a writer that discards everything (the ranks of a
+  // distributed run other than rank 0, which alone writes).
   explicit EventWriter(const std::string& dir);
   ~EventWriter();
   EventWriter(const EventWriter&) = delete;
