@@ -4,8 +4,12 @@
 BONSAI_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # Everything bonsai needs from Debian to build, test and run the demo.
+# Open MPI (libopenmpi-dev, openmpi-bin: mpirun) is optional for a build,
+# which then trains single-process; with it, training runs data-parallel
+# under mpirun and scripts/test checks that (docs/distributed.md).
 BONSAI_PACKAGES=(g++ pkg-config cmake meson ninja-build libdnnl-dev libopenblas-dev libstb-dev
-                 nlohmann-json3-dev doctest-dev zlib1g-dev dataset-fashion-mnist)
+                 nlohmann-json3-dev doctest-dev zlib1g-dev dataset-fashion-mnist
+                 libopenmpi-dev openmpi-bin)
 # The PyTorch peer, used by tests that compare whole models with torchvision.
 BONSAI_TEST_PACKAGES=(python3-torch python3-torchvision python3-numpy)
 
