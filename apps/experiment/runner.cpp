@@ -607,9 +607,13 @@ RunResult run_experiment(const RunOptions& options) {
   if (reducer && !o.quiet && step > first_step) {
     const double steps = static_cast<double>(step - first_step);
     const double per_step = result.train_seconds / steps;
-    const double comm_s = (reducer->comm_seconds() + status_seconds) / steps, wait_s = reducer->wait_seconds() / steps;
-    std::printf("allreduce: %.1f ms of %.1f ms per step (%.1f%%); %.1f ms (%.1f%%) after backward ended\n",
-                1e3 * comm_s, 1e3 * per_step, 100.0 * comm_s / per_step, 1e3 * wait_s, 100.0 * wait_s / per_step);
+    const double comm_s = reducer->comm_seconds() / steps, wait_s = reducer->wait_seconds() / steps;
+    // The agreement between ranks also waits for the slowest one to load
+    // its batch and run forward: load imbalance more than communication.
+    std::printf("gradient allreduce: %.1f ms of %.1f ms per step (%.1f%%), %.1f ms (%.1f%%) after backward ended; "
+                "agreeing on loss and errors: %.1f ms\n",
+                1e3 * comm_s, 1e3 * per_step, 100.0 * comm_s / per_step, 1e3 * wait_s, 100.0 * wait_s / per_step,
+                1e3 * status_seconds / steps);
   }
   if (chief && c.quantization.enabled && c.quantization.num_bits_weight == 8 &&
       c.quantization.num_bits_activation == 8 && step == c.train_steps) {

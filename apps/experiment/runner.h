@@ -15,6 +15,11 @@
 // the end it evaluates (model_dir/validation), keeping the best checkpoint
 // by trainer.best_checkpoint_eval_metric. A NaN or infinite loss stops the
 // run with an error naming the step; the last checkpoint stays intact.
+//
+// Data-parallel: when dist::world() has several ranks (bonsai train under
+// mpirun), every rank runs this in step on its shard of the data, with
+// gradients averaged over ranks; rank 0 alone prints and writes model_dir
+// (docs/distributed.md).
 #pragma once
 
 #include <map>

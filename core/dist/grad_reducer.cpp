@@ -1,5 +1,6 @@
 #include "core/dist/grad_reducer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -17,6 +18,9 @@ GradientReducer::GradientReducer(Communicator& comm, std::vector<Tensor> params,
     : comm_(comm), params_(std::move(params)) {
   BONSAI_CHECK(o.bucket_mb > 0, "GradientReducer: bucket_mb must be positive");
   const int64_t cap = static_cast<int64_t>(o.bucket_mb * 1024 * 1024 / sizeof(float));
+  // The first bucket (the head's gradients, final first) holds at most 1 MB,
+  // as in PyTorch's DDP, so that communication starts early in backward.
+  const int64_t first_cap = std::min<int64_t>(cap, (1 << 20) / sizeof(float));
   bucket_of_.assign(params_.size(), -1);
   seen_.assign(params_.size(), 0);
   for (int64_t i = static_cast<int64_t>(params_.size()) - 1; i >= 0; --i) {
@@ -24,7 +28,8 @@ GradientReducer::GradientReducer(Communicator& comm, std::vector<Tensor> params,
     BONSAI_CHECK(p.dtype() == DType::f32, "GradientReducer: parameters must be f32");
     BONSAI_CHECK(!index_.count(p.impl()), "GradientReducer: a parameter is listed twice");
     index_[p.impl()] = i;
-    if (buckets_.empty() || (buckets_.back().numel > 0 && buckets_.back().numel + p.numel() > cap))
+    const int64_t limit = buckets_.size() <= 1 ? first_cap : cap;
+    if (buckets_.empty() || (buckets_.back().numel > 0 && buckets_.back().numel + p.numel() > limit))
       buckets_.emplace_back();
     Bucket& b = buckets_.back();
     bucket_of_[i] = static_cast<int64_t>(buckets_.size()) - 1;

@@ -10,7 +10,8 @@
 //
 // Buckets. The parameters, in reverse registration order (roughly the order
 // backward finishes them: the head first, the stem last), are cut into
-// buckets of about bucket_mb megabytes. When backward reports (through
+// buckets of about bucket_mb megabytes (the first at most 1 MB, as in
+// PyTorch's DDP, so communication starts early). When backward reports (through
 // BackwardHooks::leaf_ready) that every gradient of the next bucket is final,
 // the bucket is packed into one buffer and its non-blocking allreduce starts
 // while backward goes on; buckets always start in index order, so every rank
