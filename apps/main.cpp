@@ -13,6 +13,7 @@
 #include "apps/lib/fashion_demo.h"
 #include "apps/lib/model_commands.h"
 #include "apps/lib/quant_commands.h"
+#include "apps/lib/prune_commands.h"
 #include "core/check.h"
 #include "core/dist/launch.h"
 #include "core/io/tensorboard.h"
@@ -206,6 +207,7 @@ int main(int argc, char** argv) {
     if (cmd == "convert") return bonsai::apps::convert_command(argc, argv);
     if (cmd == "ptq") return bonsai::apps::ptq_command(argc, argv);
     if (cmd == "verify-int8") return bonsai::apps::verify_int8_command(argc, argv);
+    if (cmd == "prune") return bonsai::apps::prune_command(argc, argv);
     if (cmd == "bench") return cmd_bench(argc, argv);
     if (cmd == "info") return cmd_info(argc, argv);
     if (cmd == "import") return cmd_import(argc, argv);
@@ -219,6 +221,7 @@ int main(int argc, char** argv) {
     if (cmd == "help" || cmd == "--help" || cmd == "-h") {
       std::fputs(kUsage, stdout);
       std::fputs(bonsai::apps::kQuantUsage, stdout);
+      std::fputs(bonsai::apps::kPruneUsage, stdout);
       std::fputs(bonsai::apps::kDataPrepareUsage, stdout);
       std::fputs(bonsai::apps::kBenchDataUsage, stdout);
       std::fputs(bonsai::apps::kBenchTrainUsage, stdout);

@@ -168,6 +168,46 @@ ExperimentConfig parse_experiment_config(const json& j, const std::string& sourc
     } else {
       task.sub("quantization");
     }
+    if (task.has("pruning")) {
+      Section q = task.sub("pruning");
+      PruningConfig& pc = c.pruning;
+      pc.enabled = true;
+      q.get("pretrained_original_checkpoint", pc.pretrained_original_checkpoint);
+      q.get("pruning_schedule", pc.pruning_schedule);
+      q.get("initial_sparsity", pc.initial_sparsity);
+      q.get("final_sparsity", pc.final_sparsity);
+      q.get("begin_step", pc.begin_step);
+      q.get("end_step", pc.end_step);
+      q.get("frequency", pc.frequency);
+      q.get("power", pc.power);
+      q.get("granularity", pc.granularity);
+      q.get("block_size", pc.block_size);
+      q.get("n_m", pc.n_m);
+      q.get("prune_depthwise", pc.prune_depthwise);
+      json exclude = json::array(), overrides = json::object();
+      q.get_json("exclude", exclude);
+      q.get_json("overrides", overrides);
+      q.finish();
+      one_of(q, "pruning_schedule", pc.pruning_schedule, {"PolynomialDecay", "ConstantSparsity"});
+      one_of(q, "granularity", pc.granularity, {"unstructured", "block", "n_m"});
+      BONSAI_CHECK(pc.block_size.size() == 2 && pc.block_size[0] > 0 && pc.block_size[1] > 0,
+                   q.where("block_size") + " must be [height, width] with positive sizes");
+      BONSAI_CHECK(pc.n_m.size() == 2 && pc.n_m[0] >= 1 && pc.n_m[0] < pc.n_m[1],
+                   q.where("n_m") + " must be [N, M] with 1 <= N < M");
+      BONSAI_CHECK(exclude.is_array(), q.where("exclude") + " must be a list of name globs");
+      for (const auto& e : exclude) {
+        BONSAI_CHECK(e.is_string(), q.where("exclude") + " must be a list of name globs, got " + e.dump());
+        pc.exclude.push_back(e.get<std::string>());
+      }
+      BONSAI_CHECK(overrides.is_object(), q.where("overrides") + " must map name globs to sparsities");
+      for (auto it = overrides.begin(); it != overrides.end(); ++it) {
+        BONSAI_CHECK(it->is_number() && it->get<double>() >= 0 && it->get<double>() < 1,
+                     q.where("overrides") + " '" + it.key() + "' must be a sparsity in [0, 1)");
+        pc.overrides[it.key()] = it->get<double>();
+      }
+    } else {
+      task.sub("pruning");
+    }
     task.finish();
   }
   {
@@ -399,6 +439,23 @@ json to_json(const ExperimentConfig& c) {
                                  {"freeze_step", q.freeze_step},
                                  {"fold_batch_norm", q.fold_batch_norm},
                                  {"freeze_bn_step", q.freeze_bn_step}};
+  }
+  if (c.pruning.enabled) {
+    const PruningConfig& p = c.pruning;
+    j["task"]["pruning"] = {{"pretrained_original_checkpoint", p.pretrained_original_checkpoint},
+                            {"pruning_schedule", p.pruning_schedule},
+                            {"initial_sparsity", p.initial_sparsity},
+                            {"final_sparsity", p.final_sparsity},
+                            {"begin_step", p.begin_step},
+                            {"end_step", p.end_step},
+                            {"frequency", p.frequency},
+                            {"power", p.power},
+                            {"granularity", p.granularity},
+                            {"block_size", p.block_size},
+                            {"n_m", p.n_m},
+                            {"prune_depthwise", p.prune_depthwise},
+                            {"exclude", p.exclude},
+                            {"overrides", p.overrides}};
   }
   return j;
 }

@@ -29,6 +29,7 @@
 //    "runtime": {"threads": 0, "seed": 0, "allreduce_bucket_mb": 25}}
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -93,6 +94,28 @@ struct QuantizationConfig {
   int64_t freeze_bn_step = -1;       // from this step on BN uses its moving statistics; -1: never
 };
 
+// task.pruning: magnitude pruning as the Model Garden configures it (its
+// keys), plus bonsai's granularity, depthwise, exclusion and override keys.
+// Present (enabled) means the model's kernels are pruned on the schedule
+// (prune/prune.h); float weights come from pretrained_original_checkpoint.
+struct PruningConfig {
+  bool enabled = false;
+  std::string pretrained_original_checkpoint;
+  std::string pruning_schedule = "PolynomialDecay";  // PolynomialDecay | ConstantSparsity
+  double initial_sparsity = 0.0;
+  double final_sparsity = 0.5;
+  int64_t begin_step = 0;
+  int64_t end_step = -1;   // PolynomialDecay: required (> begin_step)
+  int64_t frequency = 100;
+  double power = 3.0;
+  std::string granularity = "unstructured";  // unstructured | block | n_m
+  std::vector<int64_t> block_size{1, 1};       // block: [height, width]
+  std::vector<int64_t> n_m{2, 4};              // n_m: [N, M]
+  bool prune_depthwise = false;
+  std::vector<std::string> exclude;                  // globs on parameter names
+  std::map<std::string, double> overrides;           // glob -> final sparsity
+};
+
 struct ExperimentConfig {
   // task
   std::string model_name;
@@ -103,6 +126,7 @@ struct ExperimentConfig {
   std::string init_checkpoint;
   std::string init_checkpoint_modules = "all";  // all | backbone
   QuantizationConfig quantization;
+  PruningConfig pruning;
   // trainer
   int64_t train_steps = 1000;
   int64_t steps_per_loop = 100;

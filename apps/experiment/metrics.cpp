@@ -13,10 +13,12 @@ void TopK::update(const Tensor& logits, const Tensor& labels) {
   for (int64_t i = 0; i < N; ++i) {
     const float* row = z + i * C;
     const float truth = row[y[i]];
-    // Rank of the true class: how many classes score strictly higher (ties
-    // count in the label's favour, as tf.math.in_top_k does).
+    // Rank of the true class: the classes that score higher, and those that
+    // tie with it at a lower index (argmax's order). Counting ties in the
+    // label's favour, as tf.math.in_top_k does, would flatter int8 models,
+    // whose logits tie often, and call a constant output 100% accurate.
     int64_t higher = 0;
-    for (int64_t c = 0; c < C; ++c) higher += row[c] > truth;
+    for (int64_t c = 0; c < C; ++c) higher += row[c] > truth || (row[c] == truth && c < y[i]);
     top1_ += higher < 1;
     top5_ += higher < 5;
     ++count_;

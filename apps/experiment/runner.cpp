@@ -30,6 +30,7 @@
 #include "optim/schedule.h"
 #include "quant/int8_model.h"
 #include "quant/quantize.h"
+#include "prune/prune.h"
 
 namespace bonsai::apps {
 
@@ -138,13 +139,33 @@ optim::Schedule make_lr(const OptimizerConfig& o) {
 
 // Checkpoint tensors: "model/<name>" for weights and buffers, the
 // optimiser's slots under "optimizer/", EMA shadows under "ema/".
-StateDict training_state(const Module& m, const optim::Optimizer& opt, const optim::Ema* ema) {
+StateDict training_state(const Module& m, const optim::Optimizer& opt, const optim::Ema* ema,
+                         const prune::Pruner* pruner) {
   StateDict s;
   for (auto& [k, t] : state_dict(m)) s["model/" + k] = t;
   for (auto& [k, t] : opt.state()) s["optimizer/" + k] = t;
   if (ema)
     for (auto& [k, t] : ema->state()) s[k] = t;
+  if (pruner)
+    for (auto& [k, t] : pruner->state()) s["pruning/" + k] = t;
   return s;
+}
+
+prune::PruneConfig prune_config(const PruningConfig& p) {
+  return {.schedule = prune::Schedule::by_name(p.pruning_schedule, {.initial_sparsity = p.initial_sparsity,
+                                                                    .final_sparsity = p.final_sparsity,
+                                                                    .begin_step = p.begin_step,
+                                                                    .end_step = p.end_step,
+                                                                    .frequency = p.frequency,
+                                                                    .power = p.power}),
+          .granularity = prune::granularity_by_name(p.granularity),
+          .block_h = static_cast<int>(p.block_size[0]),
+          .block_w = static_cast<int>(p.block_size[1]),
+          .n = static_cast<int>(p.n_m[0]),
+          .m = static_cast<int>(p.n_m[1]),
+          .prune_depthwise = p.prune_depthwise,
+          .exclude = p.exclude,
+          .overrides = {p.overrides.begin(), p.overrides.end()}};
 }
 
 StateDict with_prefix(const StateDict& s, const std::string& prefix, bool strip) {
@@ -305,6 +326,9 @@ RunResult run_experiment(const RunOptions& options) {
   // Everything that can be wrong with the config fails here, before a step.
   auto model = models::build(c.model_name, c.model_options);
   if (c.quantization.enabled) quant::quantize(*model, quant_config(c.quantization));
+  // Pruning works on the parameter tensors, which the quantized layers share.
+  std::unique_ptr<prune::Pruner> pruner;
+  if (c.pruning.enabled) pruner = std::make_unique<prune::Pruner>(*model, prune_config(c.pruning));
   BONSAI_CHECK(o.int8_model.empty() || o.mode == "eval", "--int8 evaluates a converted model: use it with bonsai eval");
   std::unique_ptr<data::Dataset> train_ds, val_ds;
   if (training) train_ds = make_dataset(c.train_data, "task.train_data");
@@ -341,15 +365,33 @@ RunResult run_experiment(const RunOptions& options) {
     dist::broadcast_map(comm, f.metadata, 0);
     return f;
   };
-  const std::string float_init = c.quantization.enabled && !c.quantization.pretrained_original_checkpoint.empty()
-                                     ? c.quantization.pretrained_original_checkpoint
-                                     : c.init_checkpoint;
+  std::string float_init = c.init_checkpoint;
+  if (c.pruning.enabled && !c.pruning.pretrained_original_checkpoint.empty())
+    float_init = c.pruning.pretrained_original_checkpoint;
+  if (c.quantization.enabled && !c.quantization.pretrained_original_checkpoint.empty())
+    float_init = c.quantization.pretrained_original_checkpoint;
+  // Masks saved with a checkpoint ("pruning/..."): restored into the
+  // schedule's pruner, or — without task.pruning, e.g. QAT of a pruned
+  // model — kept fixed so the zeros survive the fine-tuning.
+  auto take_masks = [&](const StateDict& file, const std::string& from) {
+    StateDict masks = with_prefix(file, "pruning/", true);
+    if (masks.empty()) return;
+    if (pruner) {
+      pruner->load_state(masks);
+    } else {
+      pruner = std::make_unique<prune::Pruner>(prune::Pruner::with_fixed_masks(*model, masks));
+      if (!o.quiet)
+        std::printf("keeping the pruning masks of %s fixed (%.1f%% sparsity)\n", from.c_str(),
+                    100.0 * pruner->sparsity());
+    }
+  };
   if (!o.int8_model.empty()) {
     model = std::make_shared<Int8Evaluated>(quant::Int8Model::load(o.int8_model));
     if (!o.quiet) std::printf("evaluating the int8 model %s\n", o.int8_model.c_str());
   } else if (!resume.empty()) {
     io::SafetensorsFile f = read_on_chief(resume);
     load_state(*model, model_weights(f.tensors));
+    if (training) take_masks(f.tensors, resume);
     StateDict opt_state = with_prefix(f.tensors, "optimizer/", true);
     if (!opt_state.empty()) opt->load_state(opt_state);
     if (ema) {
@@ -359,7 +401,8 @@ RunResult run_experiment(const RunOptions& options) {
     step = f.metadata.count("step") ? std::stoll(f.metadata.at("step")) : 0;
     if (!o.quiet) std::printf("resumed from %s at step %lld\n", resume.c_str(), static_cast<long long>(step));
   } else if (training && !float_init.empty()) {
-    StateDict w = model_weights(io::load_safetensors(float_init));
+    const StateDict file = io::load_safetensors(float_init);
+    const StateDict w = model_weights(file);
     LoadOptions lo{.strict = true};
     if (c.init_checkpoint_modules == "backbone") lo.include = {"backbone.*"};
     // A QAT model takes float weights by name; its quantizer state starts fresh.
@@ -368,6 +411,7 @@ RunResult run_experiment(const RunOptions& options) {
     if (!o.quiet)
       std::printf("initialised %zu tensors from %s (%s); %zu left at their initial values\n", rep.loaded.size(),
                   float_init.c_str(), c.init_checkpoint_modules.c_str(), rep.skipped.size());
+    take_masks(file, float_init);
   } else if (!training) {
     BONSAI_CHECK(false, "bonsai eval: no checkpoint in '" + o.model_dir + "' and none given with --checkpoint");
   }
@@ -539,7 +583,7 @@ RunResult run_experiment(const RunOptions& options) {
                                             {"input_size", json(c.input_size).dump()},
                                             {"eval_aug", c.validation_data.aug},
                                             {"class_names", json(train_ds->class_names()).dump()}};
-    result.last_checkpoint = ckpts.save(step, training_state(*model, *opt, ema.get()), meta);
+    result.last_checkpoint = ckpts.save(step, training_state(*model, *opt, ema.get(), pruner.get()), meta);
     return result.last_checkpoint;
   };
   while (step < end) {
@@ -554,6 +598,7 @@ RunResult run_experiment(const RunOptions& options) {
     reseed_dropouts(*model, dropout_seed, step);
     if (c.quantization.enabled && c.quantization.freeze_bn_step >= 0)
       quant::freeze_batch_norm(*model, step >= c.quantization.freeze_bn_step);
+    if (pruner) pruner->step(step);  // masks recomputed when the schedule says, then applied
     const float rate = static_cast<float>(lr(step));
     Tensor loss = loss_for(model->forward(batch->images), batch->labels, c);
     const float lv = global_loss(loss.item());
@@ -572,6 +617,7 @@ RunResult run_experiment(const RunOptions& options) {
       loss.backward();
     }
     opt->step(rate);
+    if (pruner) pruner->apply();  // pruned weights stay zero
     ++step;
     if (ema) ema->update(step);
     loop_loss += lv;
@@ -584,6 +630,13 @@ RunResult run_experiment(const RunOptions& options) {
       tb_train.scalar("loss", step, static_cast<float>(loop_loss / loop_n));
       tb_train.scalar("learning_rate", step, rate);
       tb_train.scalar("images_per_second", step, static_cast<float>(loop_images / std::max(secs, 1e-9)));
+      if (pruner) {
+        tb_train.scalar("pruning/sparsity", step, static_cast<float>(pruner->sparsity()));
+        for (const prune::PrunedWeight& w : pruner->weights()) {
+          tb_train.scalar("pruning/" + w.name + "/sparsity", step, static_cast<float>(w.sparsity()));
+          tb_train.scalar("pruning/" + w.name + "/threshold", step, w.threshold);
+        }
+      }
       tb_train.flush();
       loop_loss = 0;
       loop_n = loop_images = 0;
@@ -614,6 +667,12 @@ RunResult run_experiment(const RunOptions& options) {
                 "agreeing on loss and errors: %.1f ms\n",
                 1e3 * comm_s, 1e3 * per_step, 100.0 * comm_s / per_step, 1e3 * wait_s, 100.0 * wait_s / per_step,
                 1e3 * status_seconds / steps);
+  }
+  if (pruner) {
+    const std::string table = pruner->table();
+    if (!o.quiet) std::printf("%s", table.c_str());
+    if (chief) std::ofstream(o.model_dir + "/sparsity.txt") << table;
+    result.sparsity = pruner->sparsity();
   }
   if (chief && c.quantization.enabled && c.quantization.num_bits_weight == 8 &&
       c.quantization.num_bits_activation == 8 && step == c.train_steps) {
@@ -646,7 +705,7 @@ std::shared_ptr<Module> build_quantized_from_float(const ExperimentConfig& c, co
 ConfigData eval_data(const ExperimentConfig& c, bool train_split, int64_t batch) {
   const DataConfig& d = train_split ? c.train_data : c.validation_data;
   DataConfig e = d;
-  e.aug = is_segmentation(c) ? "pad" : "center_crop";
+  e.aug = c.validation_data.aug;  // the evaluation preprocessing, also for calibration images
   ConfigData out;
   out.dataset = make_dataset(e, train_split ? "task.train_data" : "task.validation_data");
   out.loader = std::make_unique<data::Loader>(data::LoaderOptions{

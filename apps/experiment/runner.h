@@ -52,6 +52,7 @@ struct RunResult {
   double train_seconds = 0.0;
   std::string last_checkpoint;
   std::string int8_model;  // QAT runs (8-bit) that reach train_steps: model_dir/model_int8.safetensors
+  double sparsity = 0.0;   // pruning runs: zeros over the pruned weights at the end
 };
 
 RunResult run_experiment(const RunOptions& o);

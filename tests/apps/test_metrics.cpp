@@ -42,3 +42,14 @@ TEST_CASE("confusion matrix: per-class IoU, mIoU, ignore label") {
   CHECK(cm4.per_class_iou()[3] == -1.0);
   CHECK(cm4.mean_iou() == doctest::Approx(cm.mean_iou()));
 }
+
+TEST_CASE("metrics: top-k breaks ties by class index, as argmax does") {
+  bonsai::apps::TopK k;
+  // Both rows tie classes 0 and 2; argmax picks class 0.
+  k.update(bonsai::Tensor::from({2, 3}, {1, 0, 1, 1, 0, 1}), bonsai::Tensor::from({2}, {0, 0}).to(bonsai::DType::s64));
+  bonsai::apps::TopK l;
+  l.update(bonsai::Tensor::from({2, 3}, {1, 0, 1, 1, 0, 1}), bonsai::Tensor::from({2}, {2, 2}).to(bonsai::DType::s64));
+  CHECK(k.top1() == 1.0);
+  CHECK(l.top1() == 0.0);
+  CHECK(l.top5() == 1.0);
+}
