@@ -91,6 +91,18 @@ LoadReport load_state(Module& m, const StateDict& source, const LoadOptions& o) 
   return r;
 }
 
+StateDict with_prefix(const StateDict& s, const std::string& prefix, bool strip) {
+  StateDict out;
+  for (const auto& [k, t] : s)
+    if (k.rfind(prefix, 0) == 0) out[strip ? k.substr(prefix.size()) : k] = t;
+  return out;
+}
+
+StateDict model_weights(const StateDict& checkpoint) {
+  StateDict m = with_prefix(checkpoint, "model/", true);
+  return m.empty() ? checkpoint : m;
+}
+
 void save_checkpoint(const std::string& path, const Module& m, std::map<std::string, std::string> metadata) {
   metadata["bonsai_version"] = "0.1.0";
   io::save_safetensors(path, state_dict(m), metadata, {.sparse = true});  // pruned kernels stored sparsely

@@ -40,6 +40,14 @@ LoadReport load_state(Module& m, const StateDict& source, const LoadOptions& o =
 
 bool glob_match(const std::string& pattern, const std::string& name);
 
+// The tensors under "<prefix>" in a checkpoint, with the prefix removed
+// (strip) or kept. A training checkpoint of `bonsai train` keeps sections
+// "model/", "optimizer/", "ema/" and "pruning/".
+StateDict with_prefix(const StateDict& s, const std::string& prefix, bool strip);
+// The model's tensors of a training checkpoint (its "model/" section) or of
+// a model checkpoint (all of it).
+StateDict model_weights(const StateDict& checkpoint);
+
 // Writes the state as safetensors atomically, with `metadata` (e.g. model
 // name and options JSON) plus "bonsai_version".
 void save_checkpoint(const std::string& path, const Module& m,

@@ -112,14 +112,8 @@ LoadedModel load_checkpoint(const std::string& path) {
     BONSAI_CHECK(false, "checkpoint '" + path + "': metadata 'options' is not valid JSON: " + e.what());
   }
   m.module = build(m.name, m.options);
-  // A training checkpoint keeps the model under "model/" beside optimiser
-  // and EMA state; a model checkpoint holds only the model.
-  std::map<std::string, Tensor> weights;
-  for (const auto& [k, t] : f.tensors)
-    if (k.rfind("model/", 0) == 0) weights[k.substr(6)] = t;
-  if (weights.empty()) weights = f.tensors;
   try {
-    load_state(*m.module, weights);
+    load_state(*m.module, model_weights(f.tensors));
   } catch (const Error& e) {
     BONSAI_CHECK(false, "checkpoint '" + path + "': " + e.what());
   }

@@ -18,11 +18,15 @@ Granularity granularity_by_name(const std::string& name) {
   return Granularity::unstructured;
 }
 
-double PrunedWeight::sparsity() const {
+int64_t PrunedWeight::zeros() const {
   const uint8_t* m = mask.data<uint8_t>();
-  int64_t zeros = 0;
-  for (int64_t i = 0; i < mask.numel(); ++i) zeros += m[i] == 0;
-  return mask.numel() ? static_cast<double>(zeros) / mask.numel() : 0.0;
+  int64_t n = 0;
+  for (int64_t i = 0; i < mask.numel(); ++i) n += m[i] == 0;
+  return n;
+}
+
+double PrunedWeight::sparsity() const {
+  return mask.numel() ? static_cast<double>(zeros()) / mask.numel() : 0.0;
 }
 
 namespace {
@@ -188,7 +192,7 @@ void Pruner::apply() const {
 double Pruner::sparsity() const {
   int64_t zeros = 0, total = 0;
   for (const PrunedWeight& p : weights_) {
-    zeros += std::llround(p.sparsity() * static_cast<double>(p.mask.numel()));
+    zeros += p.zeros();
     total += p.mask.numel();
   }
   return total ? static_cast<double>(zeros) / total : 0.0;

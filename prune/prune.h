@@ -64,7 +64,8 @@ struct PrunedWeight {
   Tensor mask;       // u8 0/1, the weight's shape
   double final_sparsity = 0.0;
   float threshold = 0.0f;  // the largest pruned |w| (block: tile score) at the last update
-  double sparsity() const;  // zeros in the mask / elements
+  int64_t zeros() const;    // zeros in the mask
+  double sparsity() const;  // zeros / elements
 };
 
 class Pruner {

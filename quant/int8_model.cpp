@@ -126,8 +126,7 @@ class Converter {
                  "convert: the value entering " + user + " (" + t.shape_str() +
                      ") was computed outside the quantized layers — an op inline in a block's forward? "
                      "Make it a layer (e.g. a merge layer) so it is quantized and traced");
-    static Sym input_sym;
-    return input_sym;
+    return input_sym_;
   }
 
   int quantized_input(const Tensor& t, const Module* user) {
@@ -393,6 +392,7 @@ class Converter {
   }
 
   Tensor input_;
+  Sym input_sym_;  // what the model input is: the float input (never bound, never changed)
   std::unordered_map<const Module*, std::string> names_;
   std::unordered_map<const void*, Sym> syms_;
   std::vector<Int8Value> values_;

@@ -119,7 +119,7 @@ Tensor ActivationQuantizer::forward(const Tensor& x) {
   }
   if (is_training()) observer_.observe(x);
   Tensor y = fake_quant(x, observer_.min(), observer_.max(), {.num_bits = num_bits_});
-  record_traced(this, {x}, y);
+  record_traced(this, x, y);
   return y;
 }
 
@@ -171,7 +171,7 @@ Tensor QuantConv2d::forward(const Tensor& x_in) {
     y = ops::mul(y, unfold_scale());
     if (bias.defined()) y = ops::add(y, bias);
   }
-  record_traced(this, {x}, y);
+  record_traced(this, x, y);
   return opt_.quantize_output ? child("output_quant")->forward(y) : y;
 }
 
@@ -190,7 +190,7 @@ Tensor QuantDense::quantized_kernel() const {
 Tensor QuantDense::forward(const Tensor& x_in) {
   Tensor x = opt_.quantize_input ? child("input_quant")->forward(x_in) : x_in;
   Tensor y = ops::dense(x, quantized_kernel(), bias);
-  record_traced(this, {x}, y);
+  record_traced(this, x, y);
   return opt_.quantize_output ? child("output_quant")->forward(y) : y;
 }
 
@@ -205,7 +205,7 @@ QuantLayer::QuantLayer(std::shared_ptr<Module> layer, const QuantLayerOptions& o
 Tensor QuantLayer::forward(const Tensor& x) {
   layer_->train(is_training() && !frozen_);
   Tensor y = layer_->forward(x);
-  record_traced(this, {x}, y);
+  record_traced(this, x, y);
   return children().empty() ? y : child("output_quant")->forward(y);
 }
 

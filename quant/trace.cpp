@@ -15,8 +15,12 @@ TraceScope::TraceScope(Trace& trace) {
 
 TraceScope::~TraceScope() { active_trace = nullptr; }
 
-void record_traced(const Module* module, std::vector<Tensor> inputs, const Tensor& output) {
-  if (active_trace) active_trace->ops.push_back({module, std::move(inputs), output});
+void record_traced(const Module* module, const std::vector<Tensor>& inputs, const Tensor& output) {
+  if (active_trace) active_trace->ops.push_back({module, inputs, output});
+}
+
+void record_traced(const Module* module, const Tensor& input, const Tensor& output) {
+  if (active_trace) active_trace->ops.push_back({module, {input}, output});
 }
 
 }  // namespace bonsai::quant

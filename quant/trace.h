@@ -46,7 +46,9 @@ class TraceScope {
   TraceScope& operator=(const TraceScope&) = delete;
 };
 
-// Appends to the active trace, if any (called by the quantized layers).
-void record_traced(const Module* module, std::vector<Tensor> inputs, const Tensor& output);
+// Append to the active trace, if any (called by the quantized layers on
+// every forward, so without a trace they cost a thread-local check only).
+void record_traced(const Module* module, const std::vector<Tensor>& inputs, const Tensor& output);
+void record_traced(const Module* module, const Tensor& input, const Tensor& output);
 
 }  // namespace bonsai::quant

@@ -30,6 +30,11 @@ bonsai_install_deps() {
   sh -c "$cmd" >/tmp/bonsai-apt.log 2>&1 || { tail -20 /tmp/bonsai-apt.log; echo "apt-get failed"; exit 1; }
 }
 
+# The newest ckpt-<step>.safetensors in a model dir (by step, not by name).
+bonsai_last_checkpoint() {
+  ls "$1"/ckpt-*.safetensors | sed 's/.*ckpt-\([0-9]*\)\.safetensors$/\1 &/' | sort -n | tail -1 | cut -d' ' -f2
+}
+
 bonsai_build() {
   cd "$BONSAI_ROOT"
   if [ ! -f build/build.ninja ]; then

@@ -160,10 +160,11 @@ ExperimentConfig parse_experiment_config(const json& j, const std::string& sourc
       q.get("freeze_bn_step", qc.freeze_bn_step);
       q.finish();
       one_of(q, "range_init", qc.range_init, {"fixed", "first_batch"});
-      for (const char* k : {"num_bits_weight", "num_bits_activation"}) {
-        const int bits = std::string(k) == "num_bits_weight" ? qc.num_bits_weight : qc.num_bits_activation;
-        BONSAI_CHECK(bits == 4 || bits == 6 || bits == 8, q.where(k) + " must be 4, 6 or 8, got " + std::to_string(bits));
-      }
+      auto check_bits = [&](const char* key, int bits) {
+        BONSAI_CHECK(bits == 4 || bits == 6 || bits == 8, q.where(key) + " must be 4, 6 or 8, got " + std::to_string(bits));
+      };
+      check_bits("num_bits_weight", qc.num_bits_weight);
+      check_bits("num_bits_activation", qc.num_bits_activation);
       BONSAI_CHECK(qc.ema_decay > 0 && qc.ema_decay < 1, q.where("ema_decay") + " must be in (0, 1)");
     } else {
       task.sub("quantization");
@@ -389,11 +390,8 @@ json data_json(const DataConfig& d) {
           {"aug_scale_max", d.aug_scale_max},   {"output_size", d.output_size}, {"threads", d.threads},
           {"prefetch", d.prefetch},     {"on_error", d.on_error},       {"limit", d.limit}};
 }
-}  // namespace
 
-namespace {
-
-json to_json_without_quantization(const ExperimentConfig& c) {
+json to_json_base(const ExperimentConfig& c) {
   json oc = {{"optimizer", {{"type", c.optimizer.type}, {c.optimizer.type, c.optimizer.params}}},
              {"learning_rate", {{"type", c.optimizer.lr_type}, {c.optimizer.lr_type, c.optimizer.lr_params}}}};
   if (!c.optimizer.warmup_type.empty())
@@ -426,7 +424,7 @@ json to_json_without_quantization(const ExperimentConfig& c) {
 }  // namespace
 
 json to_json(const ExperimentConfig& c) {
-  json j = to_json_without_quantization(c);
+  json j = to_json_base(c);
   if (c.quantization.enabled) {
     const QuantizationConfig& q = c.quantization;
     j["task"]["quantization"] = {{"pretrained_original_checkpoint", q.pretrained_original_checkpoint},

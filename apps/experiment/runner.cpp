@@ -168,20 +168,6 @@ prune::PruneConfig prune_config(const PruningConfig& p) {
           .overrides = {p.overrides.begin(), p.overrides.end()}};
 }
 
-StateDict with_prefix(const StateDict& s, const std::string& prefix, bool strip) {
-  StateDict out;
-  for (const auto& [k, t] : s)
-    if (k.rfind(prefix, 0) == 0) out[strip ? k.substr(prefix.size()) : k] = t;
-  return out;
-}
-
-// Model weights from a checkpoint that is either a training checkpoint
-// (names under "model/") or a plain model checkpoint.
-StateDict model_weights(const StateDict& file) {
-  StateDict m = with_prefix(file, "model/", true);
-  return m.empty() ? file : m;
-}
-
 uint32_t mix(uint64_t a, uint64_t b) {
   uint64_t x = a * 0x9E3779B97F4A7C15ull ^ (b + 0x632BE59BD9B4E019ull + (a << 6) + (a >> 2));
   x ^= x >> 31;

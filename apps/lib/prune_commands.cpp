@@ -9,6 +9,7 @@
 #include "apps/lib/args.h"
 #include "core/check.h"
 #include "core/io/safetensors.h"
+#include "layers/state.h"
 
 namespace bonsai::apps {
 
@@ -39,33 +40,19 @@ double zeros_of(const Tensor& t) {
   return t.numel() ? static_cast<double>(z) / t.numel() : 0.0;
 }
 
-// The model's tensors of a training checkpoint ("model/...") or a model checkpoint.
-std::map<std::string, Tensor> model_part(const io::SafetensorsFile& f) {
-  std::map<std::string, Tensor> m;
-  for (const auto& [k, t] : f.tensors)
-    if (k.rfind("model/", 0) == 0) m[k.substr(6)] = t;
-  if (!m.empty()) return m;
-  for (const auto& [k, t] : f.tensors)
-    if (k.rfind("optimizer/", 0) != 0 && k.rfind("ema/", 0) != 0 && k.rfind("pruning/", 0) != 0) m[k] = t;
-  return m;
-}
-
 int strip(int argc, char** argv) {
   Args a(argc, argv, 3, {{"checkpoint", ""}, {"out", ""}});
   BONSAI_CHECK(!a.get("checkpoint").empty() && !a.get("out").empty(), "bonsai prune strip needs --checkpoint and --out");
   io::SafetensorsFile f = io::read_safetensors(a.get("checkpoint"));
-  std::map<std::string, Tensor> model = model_part(f);
+  std::map<std::string, Tensor> model = model_weights(f.tensors);
   // The masks, where the checkpoint has them, are applied once more so the
   // file's zeros are exactly the masks' (they already are after training).
   int masks = 0;
-  for (const auto& [k, t] : f.tensors) {
-    const std::string prefix = "pruning/", suffix = ".mask";
-    if (k.rfind(prefix, 0) != 0 || k.size() < suffix.size() || k.compare(k.size() - suffix.size(), suffix.size(), suffix))
-      continue;
-    const std::string weight = k.substr(prefix.size(), k.size() - prefix.size() - suffix.size());
-    auto w = model.find(weight);
+  for (const auto& [k, t] : with_prefix(f.tensors, "pruning/", true)) {
+    if (!ends_with(k, ".mask")) continue;  // thresholds
+    auto w = model.find(k.substr(0, k.size() - 5));
     BONSAI_CHECK(w != model.end() && w->second.shape() == t.shape() && t.dtype() == DType::u8,
-                 a.get("checkpoint") + ": mask " + k + " does not match a model weight");
+                 a.get("checkpoint") + ": mask pruning/" + k + " does not match a model weight");
     Tensor masked = w->second.clone();
     for (int64_t i = 0; i < t.numel(); ++i)
       if (!t.data<uint8_t>()[i]) masked.data<float>()[i] = 0.0f;
@@ -94,7 +81,7 @@ int strip(int argc, char** argv) {
 int info(int argc, char** argv) {
   Args a(argc, argv, 3, {{"checkpoint", ""}, {"json", "false"}});
   BONSAI_CHECK(!a.get("checkpoint").empty(), "bonsai prune info needs --checkpoint");
-  std::map<std::string, Tensor> model = model_part(io::read_safetensors(a.get("checkpoint")));
+  std::map<std::string, Tensor> model = model_weights(io::read_safetensors(a.get("checkpoint")).tensors);
   double zeros = 0;
   int64_t elems = 0;
   const bool json = a.get_bool("json");

@@ -35,7 +35,10 @@ Tensor sample_input(const ExperimentConfig& c) {
   return Tensor::zeros({1, c.input_size[0], c.input_size[1], c.input_size[2]});
 }
 
-void report_model(const quant::Int8Model& m, const std::string& path) {
+// Converts the quantized model, writes the int8 file and says what it holds.
+void convert_and_save(Module& model, const ExperimentConfig& c, const std::string& path) {
+  const quant::Int8Model m = quant::convert(model, sample_input(c));
+  m.save(path);
   std::printf("wrote %s: %zu int8 ops, %zu values, %.2f MiB of weights, file %.2f MiB\n", path.c_str(),
               m.ops().size(), m.values().size(), m.parameter_bytes() / 1048576.0,
               std::filesystem::file_size(path) / 1048576.0);
@@ -51,10 +54,7 @@ int convert_command(int argc, char** argv) {
   BONSAI_CHECK(c.quantization.enabled, a.get("config") +
                                            ": convert needs a QAT config (task.quantization); for a float "
                                            "checkpoint use bonsai ptq");
-  auto model = build_config_model(c, a.get("checkpoint"));
-  quant::Int8Model m = quant::convert(*model, sample_input(c));
-  m.save(a.get("out"));
-  report_model(m, a.get("out"));
+  convert_and_save(*build_config_model(c, a.get("checkpoint")), c, a.get("out"));
   return 0;
 }
 
@@ -87,9 +87,7 @@ int ptq_command(int argc, char** argv) {
       {.method = quant::calibration_method(a.get("method")), .percentile = a.get_float("percentile")});
   std::printf("calibrated %d activation ranges (%s) on %lld images\n", n, a.get("method").c_str(),
               static_cast<long long>(images));
-  quant::Int8Model m = quant::convert(*model, sample_input(c));
-  m.save(a.get("out"));
-  report_model(m, a.get("out"));
+  convert_and_save(*model, c, a.get("out"));
   return 0;
 }
 
