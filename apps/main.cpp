@@ -14,6 +14,7 @@
 #include "apps/lib/model_commands.h"
 #include "apps/lib/quant_commands.h"
 #include "apps/lib/prune_commands.h"
+#include "apps/lib/export_commands.h"
 #include "core/check.h"
 #include "core/dist/launch.h"
 #include "core/io/tensorboard.h"
@@ -208,6 +209,7 @@ int main(int argc, char** argv) {
     if (cmd == "ptq") return bonsai::apps::ptq_command(argc, argv);
     if (cmd == "verify-int8") return bonsai::apps::verify_int8_command(argc, argv);
     if (cmd == "prune") return bonsai::apps::prune_command(argc, argv);
+    if (cmd == "export") return bonsai::apps::export_command(argc, argv);
     if (cmd == "bench") return cmd_bench(argc, argv);
     if (cmd == "info") return cmd_info(argc, argv);
     if (cmd == "import") return cmd_import(argc, argv);
@@ -222,6 +224,7 @@ int main(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       std::fputs(bonsai::apps::kQuantUsage, stdout);
       std::fputs(bonsai::apps::kPruneUsage, stdout);
+      std::fputs(bonsai::apps::kExportUsage, stdout);
       std::fputs(bonsai::apps::kDataPrepareUsage, stdout);
       std::fputs(bonsai::apps::kBenchDataUsage, stdout);
       std::fputs(bonsai::apps::kBenchTrainUsage, stdout);

@@ -33,6 +33,17 @@ const std::vector<std::pair<Int8OpType, const char*>>& op_names() {
   return names;
 }
 
+const char* activation_function(ActivationKind k) {
+  switch (k) {
+    case ActivationKind::relu: return "relu";
+    case ActivationKind::relu6: return "relu6";
+    case ActivationKind::hard_swish: return "hard_swish";
+    case ActivationKind::hard_sigmoid: return "hard_sigmoid";
+    case ActivationKind::sigmoid: return "sigmoid";
+  }
+  return "";
+}
+
 Int8OpType op_type_from(const std::string& s) {
   for (const auto& [t, n] : op_names())
     if (s == n) return t;
@@ -309,7 +320,10 @@ class Converter {
       if (s.clamp == Clamp::relu6) o.act_max = std::min(out.qmax, simulation_code(6.0f, out));
     }
     if (s.type == Int8OpType::conv || s.type == Int8OpType::fully_connected) return weights(s, o);
-    if (s.type == Int8OpType::lookup) return table(s, o);
+    if (s.type == Int8OpType::lookup) {
+      o.function = activation_function(static_cast<const Activation&>(*s.unary).kind());
+      return table(s, o);
+    }
   }
 
   // Integer weights with BN folded: codes of the fake-quantized kernel,
@@ -858,6 +872,7 @@ void Int8Model::save(const std::string& path) const {
                    {"geometry", {g.kh, g.kw, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w, g.pad_top,
                                  g.pad_left, g.groups}},
                    {"act", {o.act_min, o.act_max}}});
+    if (!o.function.empty()) ops.back()["function"] = o.function;
     const std::string prefix = "op" + std::to_string(i) + ".";
     if (o.weights.defined()) tensors[prefix + "weights"] = o.weights;
     if (o.weight_scales.defined()) tensors[prefix + "weight_scales"] = o.weight_scales;
@@ -896,6 +911,7 @@ Int8Model Int8Model::load(const std::string& path) {
                    "op " + std::to_string(i) + ": bad clamp");
       o.act_min = act[0];
       o.act_max = act[1];
+      o.function = j.value("function", std::string());
       const std::string prefix = "op" + std::to_string(i) + ".";
       auto take = [&](const char* name, Tensor& t) {
         auto ti = f.tensors.find(prefix + name);

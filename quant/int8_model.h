@@ -95,6 +95,10 @@ struct Int8Op {
   Tensor weight_scales;  // f32 [cout] (fc: [1])
   Tensor bias;           // s32 [cout], scale s_in * weight_scales
   Tensor table;          // s8 [256] (lookup)
+  // lookup: the float function the table reproduces ("relu", "relu6",
+  // "hard_swish", "hard_sigmoid", "sigmoid"), for exporters that map it to
+  // a runtime's own op; empty in files converted before it was recorded.
+  std::string function;
 };
 
 class Int8Model {

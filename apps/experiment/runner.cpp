@@ -39,8 +39,6 @@ using nlohmann::json;
 
 namespace {
 
-bool is_segmentation(const ExperimentConfig& c) { return c.train_data.layout == "voc"; }
-
 // The first `limit` examples of another dataset (DataConfig::limit).
 class Prefix : public data::Dataset {
  public:
@@ -706,6 +704,8 @@ ConfigData eval_data(const ExperimentConfig& c, bool train_split, int64_t batch)
       .transform = make_transform(e, c.input_size, is_segmentation(c))});
   return out;
 }
+
+bool is_segmentation(const ExperimentConfig& c) { return c.train_data.layout == "voc"; }
 
 double evaluate_metric(Module& model, const ExperimentConfig& c, int64_t max_batches) {
   ConfigData d = eval_data(c, false);

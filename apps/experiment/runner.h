@@ -78,5 +78,7 @@ ConfigData eval_data(const ExperimentConfig& c, bool train_split, int64_t batch 
 // A model's top-1 (classification) or mean IoU (segmentation), in percent,
 // on the config's validation data, at most `max_batches` batches (0: all).
 double evaluate_metric(Module& model, const ExperimentConfig& c, int64_t max_batches = 0);
+// A segmentation experiment (VOC layout data) rather than classification.
+bool is_segmentation(const ExperimentConfig& c);
 
 }  // namespace bonsai::apps

@@ -1,5 +1,7 @@
 #include "core/io/safetensors.h"
 
+#include "core/io/atomic_file.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -90,19 +92,6 @@ void pread_all(int fd, void* dst, uint64_t n, uint64_t offset, const std::string
   }
 }
 
-void write_all(int fd, const void* src, size_t n, const std::string& path, const std::string& tmp) {
-  const char* p = static_cast<const char*>(src);
-  while (n > 0) {
-    ssize_t put = ::write(fd, p, n);
-    if (put < 0 && errno == EINTR) continue;
-    int err = errno;
-    BONSAI_CHECK(put > 0, where(path) + "write to '" + tmp + "' failed: " +
-                              (put < 0 ? errno_str(err) : std::string("no progress")));
-    p += put;
-    n -= static_cast<size_t>(put);
-  }
-}
-
 // One validated header entry.
 struct Entry {
   std::string key;
@@ -160,18 +149,6 @@ Entry parse_entry(const std::string& path, const std::string& key, const json& v
                    sh->dump() + " of " + dt->get<std::string>() + " needs " +
                    std::to_string(nbytes));
   return Entry{key, *type, Shape(dims), begin, end};
-}
-
-void fsync_parent_dir(const std::string& path) {
-  // Makes the rename itself durable. Best effort: some filesystems refuse
-  // fsync on directories, and the data is already safe either way.
-  auto slash = path.find_last_of('/');
-  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    (void)::fsync(fd);
-    ::close(fd);
-  }
 }
 
 }  // namespace
@@ -392,36 +369,12 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   unsigned char len_bytes[8];
   for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(text.size() >> (8 * i));
 
-  // Write beside the target and rename over it: rename is atomic within a
-  // filesystem, so readers see the old file or the new one, never a mix.
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0666);
-  int err = errno;
-  BONSAI_CHECK(fd >= 0, where(path) + "cannot create temporary file '" + tmp + "': " +
-                            errno_str(err));
-  try {
-    write_all(fd, len_bytes, 8, path, tmp);
-    write_all(fd, text.data(), text.size(), path, tmp);
+  write_atomically(path, [&](const Sink& put) {
+    put(len_bytes, 8);
+    put(text.data(), text.size());
     for (const auto& [name, t] : tensors)
-      if (t.nbytes() > 0) write_all(fd, t.raw(), t.nbytes(), path, tmp);
-    // fsync before rename, or a crash could leave the new name pointing at
-    // an empty file.
-    int rc = ::fsync(fd);
-    err = errno;
-    BONSAI_CHECK(rc == 0, where(path) + "fsync of '" + tmp + "' failed: " + errno_str(err));
-    rc = ::close(fd);
-    err = errno;
-    fd = -1;
-    BONSAI_CHECK(rc == 0, where(path) + "close of '" + tmp + "' failed: " + errno_str(err));
-    rc = ::rename(tmp.c_str(), path.c_str());
-    err = errno;
-    BONSAI_CHECK(rc == 0, where(path) + "cannot rename '" + tmp + "' over it: " + errno_str(err));
-  } catch (...) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  fsync_parent_dir(path);
+      if (t.nbytes() > 0) put(t.raw(), t.nbytes());
+  });
 }
 
 }  // namespace bonsai::io

@@ -1,0 +1,165 @@
+#include "apps/lib/export_commands.h"
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "apps/experiment/config.h"
+#include "apps/experiment/runner.h"
+#include "apps/lib/args.h"
+#include "core/check.h"
+#include "core/io/atomic_file.h"
+#include "core/runtime.h"
+#include "export/onnx.h"
+#include "export/tflite.h"
+#include "quant/int8_model.h"
+
+namespace bonsai::apps {
+
+const char* kExportUsage = R"(  bonsai export --format tflite|onnx --int8 M.safetensors --out F [--dense]
+      The int8 model (bonsai convert / ptq / QAT) as a TFLite flatbuffer (NHWC,
+      sparse weights where smaller unless --dense) or an ONNX QDQ graph (NCHW).
+  bonsai export sample --config C.json --out DIR [--count 0]
+      The config's validation images (eval preprocessing) as DIR/images.f32
+      (float32 NHWC), labels as DIR/labels.i32, and DIR/meta.json; count 0: all.
+  bonsai export run --int8 M.safetensors --images DIR --out OUT.f32 [--batch 64]
+      bonsai's int8 runtime on DIR's images: the float outputs (NHWC) in
+      OUT.f32, their shape and output grid in OUT.f32.json.
+)";
+
+namespace {
+
+void write_raw(const std::string& path, const std::vector<char>& bytes) {
+  io::write_file_atomically(path, bytes.data(), bytes.size());
+}
+
+std::vector<char> read_raw(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  BONSAI_CHECK(in.good(), "cannot open '" + path + "'");
+  return std::vector<char>(std::istreambuf_iterator<char>(in), {});
+}
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  BONSAI_CHECK(in.good(), "cannot open '" + path + "'");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    BONSAI_CHECK(false, path + ": not valid JSON: " + e.what());
+  }
+  return {};
+}
+
+int export_sample(int argc, char** argv) {
+  Args a(argc, argv, 3, {{"config", ""}, {"out", ""}, {"count", "0"}, {"params_override", ""}});
+  BONSAI_CHECK(!a.get("config").empty() && !a.get("out").empty(), "bonsai export sample needs --config and --out");
+  const ExperimentConfig c = load_experiment_config(a.get("config"), a.get("params_override"));
+  const int64_t count = a.get_int("count");
+  ConfigData d = eval_data(c, /*train_split=*/false);
+  std::vector<char> images, labels;
+  int64_t n = 0;
+  std::vector<int64_t> shape;
+  d.loader->start_epoch(0);
+  while (count == 0 || n < count) {
+    std::optional<data::Batch> b = d.loader->next();
+    if (!b) break;
+    const int64_t take = count == 0 ? b->size() : std::min<int64_t>(b->size(), count - n);
+    const int64_t per_image = b->images.numel() / b->size();
+    const int64_t per_label = b->labels.numel() / b->size();
+    shape = {b->images.dim(1), b->images.dim(2), b->images.dim(3)};
+    const char* pi = static_cast<const char*>(b->images.raw());
+    images.insert(images.end(), pi, pi + take * per_image * sizeof(float));
+    for (int64_t i = 0; i < take * per_label; ++i) {
+      const int32_t l = static_cast<int32_t>(b->labels.data<int64_t>()[i]);
+      const char* p = reinterpret_cast<const char*>(&l);
+      labels.insert(labels.end(), p, p + 4);
+    }
+    n += take;
+  }
+  BONSAI_CHECK(n > 0, a.get("config") + ": no validation images");
+  std::filesystem::create_directories(a.get("out"));
+  const std::string dir = a.get("out") + "/";
+  write_raw(dir + "images.f32", images);
+  write_raw(dir + "labels.i32", labels);
+  const bool seg = is_segmentation(c);
+  const nlohmann::json meta{{"count", n},
+                            {"shape", shape},
+                            {"task", seg ? "segmentation" : "classification"},
+                            {"num_classes", c.model_options.value("num_classes", d.dataset->num_classes())},
+                            {"ignore_label", 255}};
+  const std::string text = meta.dump(1) + "\n";
+  io::write_file_atomically(dir + "meta.json", text.data(), text.size());
+  std::printf("wrote %lld validation images [%lld, %lld, %lld] to %s\n", static_cast<long long>(n),
+              static_cast<long long>(shape[0]), static_cast<long long>(shape[1]), static_cast<long long>(shape[2]),
+              a.get("out").c_str());
+  return 0;
+}
+
+int export_run(int argc, char** argv) {
+  Args a(argc, argv, 3, {{"int8", ""}, {"images", ""}, {"out", ""}, {"batch", "64"}, {"threads", "0"}});
+  BONSAI_CHECK(!a.get("int8").empty() && !a.get("images").empty() && !a.get("out").empty(),
+               "bonsai export run needs --int8, --images DIR and --out");
+  set_num_threads(a.get_int("threads"));
+  quant::Int8Model m = quant::Int8Model::load(a.get("int8"));
+  const std::string dir = a.get("images") + "/";
+  const nlohmann::json meta = read_json(dir + "meta.json");
+  const auto shape = meta.at("shape").get<std::vector<int64_t>>();
+  const int64_t n = meta.at("count").get<int64_t>();
+  BONSAI_CHECK(shape == m.input().shape, dir + "meta.json: images of shape " + nlohmann::json(shape).dump() +
+                                             " but the model takes " + nlohmann::json(m.input().shape).dump());
+  const std::vector<char> raw = read_raw(dir + "images.f32");
+  const int64_t per_image = shape[0] * shape[1] * shape[2];
+  BONSAI_CHECK(static_cast<int64_t>(raw.size()) == n * per_image * 4,
+               dir + "images.f32: " + std::to_string(raw.size()) + " bytes, expected " +
+                   std::to_string(n * per_image * 4) + " for " + std::to_string(n) + " images");
+  const int64_t batch = std::max<int64_t>(1, a.get_int("batch"));
+  std::vector<char> out;
+  std::vector<int64_t> out_shape;
+  for (int64_t i = 0; i < n; i += batch) {
+    const int64_t b = std::min(batch, n - i);
+    Tensor x = Tensor::empty({b, shape[0], shape[1], shape[2]});
+    std::memcpy(x.raw(), raw.data() + i * per_image * 4, b * per_image * 4);
+    const Tensor y = m.run(x);
+    const char* p = static_cast<const char*>(y.raw());
+    out.insert(out.end(), p, p + y.nbytes());
+    out_shape = y.shape().vec();
+    out_shape.erase(out_shape.begin());
+  }
+  write_raw(a.get("out"), out);
+  const quant::AffineQuant& q = m.values()[m.output()].quant;
+  std::vector<int64_t> full{n};
+  full.insert(full.end(), out_shape.begin(), out_shape.end());
+  const std::string text =
+      nlohmann::json{{"shape", full}, {"scale", q.scale}, {"zero_point", q.zero_point}}.dump() + "\n";
+  io::write_file_atomically(a.get("out") + ".json", text.data(), text.size());
+  std::printf("wrote %s: %lld outputs of shape %s\n", a.get("out").c_str(), static_cast<long long>(n),
+              nlohmann::json(out_shape).dump().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int export_command(int argc, char** argv) {
+  if (argc >= 3 && std::strcmp(argv[2], "sample") == 0) return export_sample(argc, argv);
+  if (argc >= 3 && std::strcmp(argv[2], "run") == 0) return export_run(argc, argv);
+  Args a(argc, argv, 2, {{"format", ""}, {"int8", ""}, {"out", ""}, {"dense", "false"}});
+  const std::string format = a.get("format");
+  BONSAI_CHECK(format == "tflite" || format == "onnx",
+               "bonsai export needs --format tflite or --format onnx (got '" + format + "')");
+  BONSAI_CHECK(!a.get("int8").empty() && !a.get("out").empty(),
+               "bonsai export needs --int8 M.safetensors (float export is not implemented yet) and --out");
+  const quant::Int8Model m = quant::Int8Model::load(a.get("int8"));
+  if (format == "tflite")
+    exporters::write_tflite(m, a.get("out"), {.sparse = !a.get_bool("dense")});
+  else
+    exporters::write_onnx(m, a.get("out"));
+  std::printf("wrote %s (%s, %zu int8 ops, %.2f MiB)\n", a.get("out").c_str(), format.c_str(), m.ops().size(),
+              std::filesystem::file_size(a.get("out")) / 1048576.0);
+  return 0;
+}
+
+}  // namespace bonsai::apps
