@@ -1,0 +1,2 @@
+// A minimal protobuf wire-format writer for the ONNX exporter.
+#pragma once
