@@ -112,6 +112,7 @@ std::string bench_model(const ModelBenchSpec& s, std::string* profile_out) {
       quant::quantize(*model);
       quant::calibrate(*model, [&](int) { model->forward(x); });
       int8 = quant::convert(*model, x);
+      if (!s.save_int8.empty()) int8.save(s.save_int8);
     } else {
       int8 = quant::Int8Model::load(s.int8);
     }
@@ -166,6 +167,7 @@ int run_command(int argc, char** argv, const char* mode, int batch, int threads,
   if (batch == 0) {  // infer: FP32 or int8
     flags["int8"] = "";
     flags["profile"] = "false";
+    flags["save-int8"] = "";
   }
   if (batch > 0) flags["batch"] = std::to_string(batch);  // infer is batch 1 by definition
   Args a(argc, argv, 3, flags);
@@ -182,6 +184,8 @@ int run_command(int argc, char** argv, const char* mode, int batch, int threads,
   if (batch == 0) {
     s.int8 = a.get("int8");
     s.profile = a.get_bool("profile");
+    s.save_int8 = a.get("save-int8");
+    BONSAI_CHECK(s.save_int8.empty() || s.int8 == "true", "bonsai bench infer: --save-int8 needs --int8 true");
     BONSAI_CHECK(!s.profile || !s.int8.empty(), "bonsai bench infer: --profile needs --int8");
   }
   // The JSON line first (scripts read it), then the profile as more lines.

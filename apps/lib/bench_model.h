@@ -35,6 +35,7 @@ struct ModelBenchSpec {
   // infer only: "" FP32; "true" this model quantized (calibrated on the
   // random input) and converted to int8; else the path of an int8 model file.
   std::string int8;
+  std::string save_int8;  // int8 "true" only: also save the converted model here (to export it)
   bool profile = false;  // int8 only: time the runs per op type (Int8Model::set_profiling)
 };
 
@@ -48,10 +49,11 @@ inline constexpr const char* kBenchTrainUsage =
     "      (median_step_s, images_per_s, peak_rss_mib, params), fields as the PyTorch peer.\n";
 inline constexpr const char* kBenchInferUsage =
     "  bonsai bench infer --model M [--res 224 --threads 1 --steps 20 --warmup 3 --classes 1000]\n"
-    "                     [--int8 true|MODEL.safetensors [--profile]]\n"
+    "                     [--int8 true|MODEL.safetensors [--profile]] [--save-int8 M.safetensors]\n"
     "      Median batch-1 eval-mode forward latency, FP32 or the integer-only int8 model\n"
     "      (true: M quantized and converted here); one JSON line (median_ms, images_per_s);\n"
-    "      --profile adds lines after it: int8 time per op type.\n";
+    "      --profile adds lines after it: int8 time per op type. --save-int8 keeps the\n"
+    "      model --int8 true made, so other runtimes can time the same one (bonsai export).\n";
 
 // `bonsai bench train ...` / `bonsai bench infer ...`: parse argv[3..] and
 // print bench_model's line.
