@@ -61,6 +61,8 @@ def main():
     p.add_argument("--reference", required=True)
     p.add_argument("--candidate", required=True)
     p.add_argument("--name", default="")
+    p.add_argument("--require", type=float, default=None,
+                   help="also print 'agree' (exit 0) or 'DISAGREE' (exit 1): at least this share within one step")
     a = p.parse_args()
     meta = json.load(open(a.sample + "/meta.json"))
     ref_meta = json.load(open(a.reference + ".json"))
@@ -76,16 +78,20 @@ def main():
     labels = np.fromfile(a.sample + "/labels.i32", dtype=np.int32)
     labels = labels.reshape([shape[0]] + ([meta["shape"][0], meta["shape"][1]] if meta["task"] == "segmentation" else []))
     name = "top1" if meta["task"] == "classification" else "miou"
+    within = float(np.mean(steps <= 1.001))
     print(json.dumps({
         "name": a.name,
         "elements": int(ref.size),
-        "within_one_step": float(np.mean(steps <= 1.001)),
+        "within_one_step": within,
         "max_steps": float(np.round(steps.max(), 3)),
         "exact": float(np.mean(steps < 0.001)),
         "metric": name,
         "reference": round(metric(ref, labels, meta), 2),
         "candidate": round(metric(cand, labels, meta), 2),
     }))
+    if a.require is not None:
+        print("agree" if within >= a.require else "DISAGREE")
+        sys.exit(0 if within >= a.require else 1)
 
 
 if __name__ == "__main__":

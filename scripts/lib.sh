@@ -11,7 +11,7 @@ BONSAI_PACKAGES=(g++ pkg-config cmake meson ninja-build libdnnl-dev libopenblas-
                  nlohmann-json3-dev doctest-dev zlib1g-dev dataset-fashion-mnist libflatbuffers-dev
                  libopenmpi-dev openmpi-bin)
 # The PyTorch peer, used by tests that compare whole models with torchvision.
-BONSAI_TEST_PACKAGES=(python3-torch python3-torchvision python3-numpy)
+BONSAI_TEST_PACKAGES=(python3-torch python3-torchvision python3-numpy python3-onnx)
 
 bonsai_install_deps() {
   local missing=()
