@@ -35,6 +35,16 @@ bonsai_last_checkpoint() {
   ls "$1"/ckpt-*.safetensors | sed 's/.*ckpt-\([0-9]*\)\.safetensors$/\1 &/' | sort -n | tail -1 | cut -d' ' -f2
 }
 
+# The study scripts' knobs (scripts/reproduce --quick sets them): RUNS is
+# where runs go; STUDY_OVERRIDE is added to every --params_override.
+RUNS=${RUNS:-runs}
+# "$(bonsai_override "a=1,b=2")": the given overrides plus STUDY_OVERRIDE.
+bonsai_override() {
+  local base="${1:-}"
+  if [ -n "${STUDY_OVERRIDE:-}" ]; then base="${base:+$base,}$STUDY_OVERRIDE"; fi
+  echo "$base"
+}
+
 bonsai_build() {
   cd "$BONSAI_ROOT"
   if [ ! -f build/build.ninja ]; then
