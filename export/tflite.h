@@ -6,8 +6,18 @@
 //   exporters::write_tflite(m, "model.tflite");
 //
 // The graph takes the float image [1, H, W, C] (NHWC, as bonsai's models
-// do), QUANTIZEs it, runs the int8 ops and DEQUANTIZEs the output.
-// See docs/export.md for the op mapping.
+// do) named "input", QUANTIZEs it, runs the int8 ops and DEQUANTIZEs the
+// output into "output". Op mapping (export/tflite.cpp): conv → CONV_2D or
+// DEPTHWISE_CONV_2D (per-channel int8 weights, int32 bias), with SAME/VALID
+// when the pads agree with TF's, else an explicit PADV2; the fused clamp
+// must be TFLite's NONE/RELU/RELU6 on the output grid; fully_connected →
+// [RESHAPE] FULLY_CONNECTED; add/mul → ADD/MUL; lookup tables by their
+// function → RELU / RELU6 / HARD_SWISH / LOGISTIC, hard_sigmoid as ADD 3
+// (fused RELU6) then MUL 1/6; mean → MEAN; pools → AVERAGE/MAX_POOL_2D;
+// resize → RESIZE_BILINEAR (half-pixel); concat → CONCATENATION; requantize
+// → QUANTIZE. Ops whose TFLite kernel keeps the input grid (pools, resize,
+// concat inputs) get a QUANTIZE to the value's grid where it differs.
+// Anything else is refused with an error naming the op index and source.
 #pragma once
 
 #include <cstdint>
@@ -19,8 +29,12 @@
 namespace bonsai::exporters {
 
 struct TfliteOptions {
-  // Store weights with TFLite's sparse tensor encoding (sparsity parameters
-  // + a DENSIFY op) where that is smaller than dense.
+  // Store conv / fully connected weights with TFLite's sparse tensor
+  // encoding (every dimension dense but the last, which is CSR; a DENSIFY op
+  // rebuilds the dense weights at the first run) where that is smaller than
+  // dense: below about half nonzeros with uint8 indices (input channels
+  // <= 256), a third with uint16. TFLite's DENSIFY kernel takes int8, and
+  // tfjs-tflite 0.0.1-alpha.10 runs it, giving the dense file's outputs.
   bool sparse = true;
 };
 
