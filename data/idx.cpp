@@ -272,13 +272,23 @@ Tensor read_idx(const std::string& path) {
   // Size the data with an overflow guard: five u32 extents can multiply past
   // 2^64, and a wrapped product could look small enough to pass.
   const std::string shape = "shape " + dims_str(dims);
+  // The non-zero extents are checked even when one extent is 0: a tensor
+  // [2^30, 2^30, 2^30, 0] holds no data, but its shape still has to be one
+  // bonsai can hold (element counts are int64), so it is refused too.
   bool empty = std::find(dims.begin(), dims.end(), 0) != dims.end();
-  uint64_t expected = empty ? 0 : type->size;
-  for (int i = 0; i < rank && !empty; ++i) {
+  uint64_t expected = type->size;
+  for (int i = 0; i < rank; ++i) {
     auto d = static_cast<uint64_t>(dims[i]);
+    if (d == 0) continue;
     BONSAI_CHECK(expected <= std::numeric_limits<uint64_t>::max() / d,
                  where(path) + "header " + shape + " describes more than 2^64 bytes of data");
     expected *= d;
+  }
+  if (empty) {
+    BONSAI_CHECK(expected <= kMaxBytes, where(path) + "header " + shape +
+                                            " is empty, but its other extents describe more than the " +
+                                            std::to_string(kMaxBytes >> 30) + " GiB limit");
+    expected = 0;
   }
 
   auto count_str = [](uint64_t n) {

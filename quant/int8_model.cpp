@@ -495,6 +495,20 @@ int64_t Int8Model::parameter_bytes() const {
 void Int8Model::validate() const {
   BONSAI_CHECK(input_.shape.size() == 3, "int8 model: the input must be [H, W, C] per image");
   BONSAI_CHECK(output_ >= 0 && output_ < static_cast<int>(values_.size()), "int8 model: bad output value id");
+  // Every per-image shape has positive extents and a size that int64 (and
+  // memory) can hold, checked before any product of extents is formed: the
+  // shapes come from the file, and numel_of does not guard overflow.
+  auto check_shape = [](const std::vector<int64_t>& shape, const std::string& what) {
+    BONSAI_CHECK(!shape.empty() && shape.size() <= 3, "int8 model: " + what + " must have 1 to 3 dims per image");
+    int64_t n = 1;
+    for (int64_t d : shape) {
+      BONSAI_CHECK(d >= 1 && d <= (int64_t{1} << 31) && n <= (int64_t{1} << 31) / d,
+                   "int8 model: " + what + " has a non-positive or too large extent " + std::to_string(d));
+      n *= d;
+    }
+  };
+  check_shape(input_.shape, "the input");
+  for (const Int8Value& v : values_) check_shape(v.shape, "value '" + v.name + "'");
   std::vector<bool> defined(values_.size(), false);
   for (size_t i = 0; i < ops_.size(); ++i) {
     const Int8Op& o = ops_[i];
@@ -521,7 +535,9 @@ void Int8Model::validate() const {
         const Int8Geometry& g = o.geometry;
         BONSAI_CHECK(in_shape(0).size() == 3 && out.size() == 3, where + ": needs [H, W, C] values");
         const int64_t cin = in_shape(0)[2], cout = out[2];
-        BONSAI_CHECK(g.groups == 1 || (g.groups == cin && cin == cout), where + ": groups must be 1 or the channels");
+        // groups first: it divides cin below.
+        BONSAI_CHECK(g.groups >= 1 && (g.groups == 1 || (g.groups == cin && cin == cout)),
+                     where + ": groups must be 1 or the channels");
         BONSAI_CHECK(o.weights.defined() && o.weights.dtype() == DType::s8 &&
                          o.weights.shape() == (Shape{g.kh, g.kw, cin / g.groups, cout}),
                      where + ": weights must be s8 [kh, kw, cin/groups, cout]");

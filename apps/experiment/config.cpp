@@ -343,6 +343,15 @@ void apply_overrides(json& j, const std::string& params_override) {
     if (item.empty()) continue;
     auto eq = item.find('=');
     BONSAI_CHECK(eq != std::string::npos && eq > 0, "--params_override item '" + item + "' is not key.path=value");
+    // JSON strings must be UTF-8: a bare-string value (or key) that is not
+    // would make every later dump() of the config (error messages,
+    // params.json) throw nlohmann's type_error instead of naming the item.
+    try {
+      (void)json(item).dump();
+    } catch (const json::exception&) {
+      BONSAI_CHECK(false, "--params_override item '" + json(item).dump(-1, ' ', false, json::error_handler_t::replace) +
+                              "' is not valid UTF-8");
+    }
     std::string path = item.substr(0, eq), raw = item.substr(eq + 1);
     json value;
     try {

@@ -178,7 +178,9 @@ std::vector<ScalarEvent> read_scalar_events(const std::string& path) {
     std::memcpy(&n, s.data() + pos, 8);
     std::memcpy(&lc, s.data() + pos + 8, 4);
     BONSAI_CHECK(lc == masked_crc32c(s.data() + pos, 8), "event file '" + path + "': length CRC mismatch" + at);
-    BONSAI_CHECK(n <= s.size() - pos - 16, "event file '" + path + "': truncated record" + at);
+    // 16 bytes of framing first: with 12..15 left, s.size() - pos - 16 would wrap.
+    BONSAI_CHECK(s.size() - pos >= 16 && n <= s.size() - pos - 16,
+                 "event file '" + path + "': truncated record" + at);
     std::memcpy(&dc, s.data() + pos + 12 + n, 4);
     BONSAI_CHECK(dc == masked_crc32c(s.data() + pos + 12, n), "event file '" + path + "': data CRC mismatch" + at);
     Cursor ev{s, pos + 12, pos + 12 + n, path};

@@ -76,3 +76,21 @@ TEST_CASE("--params_override sets nested keys with JSON or string values") {
   CHECK(error_of(k).find("'trainer.trian_steps' is not a known key") != std::string::npos);
   CHECK_THROWS_AS(apply_overrides(k, "novalue"), Error);
 }
+
+// Found by fuzz/fuzz_config (docs/reliability.md): a bare-string override
+// value that is not UTF-8 went into the config, and the "wrong type" error
+// message's dump() then threw nlohmann::json::type_error (316) instead of
+// bonsai::Error naming the key.
+TEST_CASE("--params_override refuses values that are not UTF-8, naming the item") {
+  json j = minimal();
+  try {
+    apply_overrides(j, "task.train_data.global_batch_size=\xff\xfe,trainer.train_steps=3");
+    FAIL("a non-UTF-8 override must throw");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("is not valid UTF-8") != std::string::npos);
+    CHECK(std::string(e.what()).find("global_batch_size") != std::string::npos);
+  }
+  // Valid UTF-8 beyond ASCII is fine.
+  apply_overrides(j, "task.train_data.input_path=/data/\xc3\xa9t\xc3\xa9");
+  CHECK(parse_experiment_config(j, "cfg.json").train_data.input_path == "/data/\xc3\xa9t\xc3\xa9");
+}

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <cstring>
 #include <fstream>
 
 #include <unistd.h>
@@ -51,6 +52,43 @@ TEST_CASE("event files: scalars read back with tags, steps and values; corruptio
   } catch (const Error& e) {
     CHECK(std::string(e.what()).find(path) != std::string::npos);
     CHECK(std::string(e.what()).find("CRC") != std::string::npos);
+  }
+  fs::remove_all(dir);
+}
+
+// Found reading the reader while writing fuzz/fuzz_tensorboard.cpp (docs/reliability.md): a record
+// cut after its length and length CRC, with 0..3 bytes of the rest, made the
+// size check wrap around and the reader look past the end of the file.
+TEST_CASE("event files: a record cut inside its last 4 framing bytes is a truncated record") {
+  fs::path dir = fs::temp_directory_path() / ("bonsai_tb_cut_" + std::to_string(::getpid()));
+  std::string path;
+  {
+    io::EventWriter w((dir / "train").string());
+    path = w.path();
+    w.scalar("loss", 1, 0.5f);
+  }
+  std::string good;
+  {
+    std::ifstream f(path, std::ios::binary);
+    good.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  for (uint64_t n = 0; n <= 3; ++n) {
+    for (size_t tail = 0; tail < 4; ++tail) {
+      std::string bytes = good;
+      char len[8];
+      std::memcpy(len, &n, 8);
+      uint32_t lc = io::masked_crc32c(len, 8);
+      bytes.append(len, 8);
+      bytes.append(reinterpret_cast<const char*>(&lc), 4);
+      bytes.append(tail, 'x');  // fewer than the n + 4 bytes the record needs
+      std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), bytes.size());
+      try {
+        io::read_scalar_events(path);
+        FAIL("a cut record must throw");
+      } catch (const Error& e) {
+        CHECK_MESSAGE(std::string(e.what()).find("truncated record") != std::string::npos, e.what());
+      }
+    }
   }
   fs::remove_all(dir);
 }

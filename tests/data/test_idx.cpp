@@ -344,6 +344,18 @@ TEST_CASE("idx: huge claimed sizes are rejected before allocating") {
   // s32: 2^30 * 2^30 * 4 * 4 = 2^64 wraps to 0 as well.
   check_idx_error(raw("wrap_s32", idx_bytes(0x0C, {1u << 30, 1u << 30, 4}, {})),
                   "more than 2^64 bytes");
+  // Found by fuzz/fuzz_idx (docs/reliability.md): a zero extent skipped the
+  // overflow guard, and the tensor's element count overflowed int64 (UBSan:
+  // signed overflow in Shape::numel) before reaching the zero.
+  check_idx_error(raw("empty_fuzz", idx_bytes(0x09, {0x250100u, 1u << 30, 1u << 12, 0, 0x11a27}, {})),
+                  "more than 2^64 bytes");
+  check_idx_error(raw("empty_huge", idx_bytes(0x08, {1u << 20, 1u << 20, 0}, {})),
+                  "is empty, but its other extents describe more than the 2 GiB limit");
+  // An empty tensor of sane shape still reads.
+  {
+    Tensor t = data::read_idx(raw("empty_ok", idx_bytes(0x08, {1000, 0, 28}, {})));
+    CHECK(t.shape() == Shape{1000, 0, 28});
+  }
   // Same claims through gzip.
   std::string gz = dir.file("1e10.gz");
   write_gz(gz, idx_bytes(0x08, {100000, 100000}, Bytes(100)));

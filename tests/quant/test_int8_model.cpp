@@ -272,3 +272,45 @@ TEST_CASE("int8 model: BatchNorm folded in training — quantized folded kernels
     CHECK(after.data<float>()[0] != mean.data<float>()[0]);
   }
 }
+
+// Found while fuzzing the int8 model file (fuzz/fuzz_int8_model, crafted
+// inputs; docs/reliability.md): validate() divided by a conv's groups before
+// checking it (groups 0 with 0 channels: division by zero), and multiplied
+// value extents from the file without an overflow guard (UBSan: signed
+// overflow in numel_of), and accepted negative extents.
+TEST_CASE("int8 model: hostile graphs (groups 0, huge or negative extents) are refused, not divided or multiplied") {
+  auto grid = [] {
+    AffineQuant q;
+    q.scale = 0.1f;
+    q.nudged_min = -12.8f;
+    q.nudged_max = 12.7f;
+    return q;
+  }();
+  auto model = [&](std::vector<int64_t> in, std::vector<int64_t> mid, int groups) {
+    std::vector<Int8Value> values = {{"in", in, grid}, {"conv", mid, grid}};
+    std::vector<Int8Op> ops(2);
+    ops[0] = {.type = Int8OpType::quantize, .source = "in", .inputs = {}, .output = 0};
+    ops[1] = {.type = Int8OpType::conv, .source = "conv", .inputs = {0}, .output = 1};
+    ops[1].geometry.groups = groups;
+    const int64_t cin = in.size() == 3 ? in[2] : 1, cout = mid.size() == 3 ? mid[2] : 1;
+    if (cin >= 0 && cout >= 0 && cin < 64 && cout < 64) {
+      ops[1].weights = Tensor::zeros({1, 1, groups > 0 ? cin / groups : cin, cout}, DType::s8);
+      ops[1].bias = Tensor::zeros({cout}, DType::s32);
+      ops[1].weight_scales = Tensor::full({cout}, 0.01f);
+    }
+    return Int8Model(values, ops, {"input", in, {}}, 1);
+  };
+  CHECK_NOTHROW(model({2, 2, 3}, {2, 2, 4}, 1));
+  auto refused = [&](std::vector<int64_t> in, std::vector<int64_t> mid, int groups, const std::string& want) {
+    try {
+      model(in, mid, groups);
+      FAIL("must throw: " << want);
+    } catch (const Error& e) {
+      CHECK_MESSAGE(std::string(e.what()).find(want) != std::string::npos, e.what());
+    }
+  };
+  refused({2, 2, 0}, {2, 2, 0}, 0, "non-positive or too large extent 0");
+  refused({2, 2, 3}, {2, 2, 3}, 0, "groups must be 1 or the channels");
+  refused({2, 2, 3}, {int64_t{1} << 40, int64_t{1} << 40, 3}, 1, "too large extent");
+  refused({2, 2, 3}, {-1, -1, 4}, 1, "non-positive or too large extent -1");
+}
