@@ -149,8 +149,10 @@ TEST_CASE("dense: OpenBLAS matches the reference") {
 
 TEST_CASE("resize: tabulated fast path matches the per-pixel reference") {
   std::mt19937 rng(6);
-  for (auto [ih, iw, oh, ow] : {std::array<int, 4>{5, 7, 11, 13}, {12, 10, 5, 4}, {4, 4, 4, 4},
-                               {3, 5, 33, 17}}) {
+  for (const auto& size : {std::array<int, 4>{5, 7, 11, 13}, {12, 10, 5, 4}, {4, 4, 4, 4}, {3, 5, 33, 17}}) {
+    // Plain variables, not a structured binding: clang cannot capture those
+    // in the lambdas CAPTURE expands to (clang 14; 16 with OpenMP on).
+    const int ih = size[0], iw = size[1], oh = size[2], ow = size[3];
     CAPTURE(ih);
     CAPTURE(oh);
     Tensor x = rnd({2, ih, iw, 3}, rng);

@@ -128,7 +128,8 @@ TEST_CASE("safetensors: round trip of every dtype, odd shapes and metadata") {
   CHECK(out.metadata == meta);
   REQUIRE(out.tensors.size() == in.size());
   for (const auto& [name, t] : in) {
-    INFO("tensor " << name);
+    const std::string& key = name;  // clang: no structured bindings in INFO's lambda
+    INFO("tensor " << key);
     REQUIRE(out.tensors.count(name) == 1);
     CHECK(same_bytes(out.tensors.at(name), t));
   }

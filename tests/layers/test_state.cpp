@@ -41,7 +41,8 @@ TEST_CASE("checkpoint round trip restores parameters and BN statistics") {
   CHECK(r.loaded.size() == state_dict(a).size());
   for (const auto& [name, t] : state_dict(a)) {
     Tensor u = state_dict(b).at(name);
-    CHECK_MESSAGE(std::equal(t.data<float>(), t.data<float>() + t.numel(), u.data<float>()), name);
+    const std::string& key = name;  // clang: no structured bindings in CHECK_MESSAGE's lambda
+    CHECK_MESSAGE(std::equal(t.data<float>(), t.data<float>() + t.numel(), u.data<float>()), key);
   }
   fs::remove_all(dir);
 }

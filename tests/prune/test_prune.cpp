@@ -43,7 +43,8 @@ TEST_CASE("prune: schedules match a hand-computed table") {
   // 0.8 + (0 - 0.8) * (1 - p)^3 at p = 0, 1/4, 1/2, 3/4, 1.
   const std::vector<std::pair<int64_t, double>> table{{0, 0.0}, {25, 0.4625}, {50, 0.7}, {75, 0.7875}, {100, 0.8}};
   for (const auto& [step, want] : table) {
-    CAPTURE(step);
+    const int64_t at_step = step;  // clang: no structured bindings in CAPTURE's lambda
+    CAPTURE(at_step);
     CHECK(poly.should_update(step));
     CHECK(poly.sparsity(step) == doctest::Approx(want).epsilon(1e-12));
   }

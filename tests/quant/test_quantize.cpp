@@ -143,7 +143,8 @@ TEST_CASE("quantize: float weights load by name into the QAT model, quantizer st
   CHECK(report.missing.empty());
   const StateDict loaded = state_dict(*qat);
   for (const auto& [name, t] : float_state) {
-    CAPTURE(name);
+    const std::string& key = name;  // clang: no structured bindings in CAPTURE's lambda
+    CAPTURE(key);
     REQUIRE(loaded.count(name) == 1);
     CHECK(testing::rel_error(loaded.at(name), t) == 0.0);
   }
