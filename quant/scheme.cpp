@@ -115,6 +115,11 @@ QuantizedMultiplier quantize_multiplier(double m) {
     q_fixed /= 2;
     ++shift;
   }
+  // 2^31 and above would need a left shift of 32 or more in the kernels
+  // (undefined on 32-bit values); no real model has such a rescale, but an
+  // int8 model file's scales can claim one.
+  BONSAI_CHECK(shift <= 31, "quantize_multiplier: rescale " + std::to_string(m) +
+                                " is 2^31 or more (scales of 8-bit grids that far apart are not a model)");
   // Below 2^-32 every product would shift out entirely: flush to zero.
   if (shift < -31) {
     shift = 0;

@@ -325,6 +325,11 @@ ExperimentConfig parse_experiment_config(const json& j, const std::string& sourc
 }
 
 void apply_overrides(json& j, const std::string& params_override) {
+  // Indexing a non-object by key throws nlohmann's type_error; say what is
+  // wrong instead (the schema walk would refuse such a config anyway).
+  BONSAI_CHECK(params_override.empty() || j.is_object(),
+               "--params_override: the config is not a JSON object, got " +
+                   j.dump(-1, ' ', false, json::error_handler_t::replace).substr(0, 80));
   size_t start = 0;
   while (start < params_override.size()) {
     size_t comma = params_override.find(',', start);

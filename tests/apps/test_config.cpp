@@ -90,6 +90,17 @@ TEST_CASE("--params_override refuses values that are not UTF-8, naming the item"
     CHECK(std::string(e.what()).find("is not valid UTF-8") != std::string::npos);
     CHECK(std::string(e.what()).find("global_batch_size") != std::string::npos);
   }
+  // Also found by fuzz/fuzz_config: overrides on a config file that is not
+  // a JSON object (a number, a list) threw nlohmann's type_error 305.
+  for (const char* text : {"3", "[1, 2]", "\"x\"", "null"}) {
+    json k = json::parse(text);
+    try {
+      apply_overrides(k, "trainer.train_steps=3");
+      FAIL("overrides on a non-object config must throw");
+    } catch (const Error& e) {
+      CHECK(std::string(e.what()).find("is not a JSON object") != std::string::npos);
+    }
+  }
   // Valid UTF-8 beyond ASCII is fine.
   apply_overrides(j, "task.train_data.input_path=/data/\xc3\xa9t\xc3\xa9");
   CHECK(parse_experiment_config(j, "cfg.json").train_data.input_path == "/data/\xc3\xa9t\xc3\xa9");

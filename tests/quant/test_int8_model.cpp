@@ -5,6 +5,7 @@
 // refused with errors naming the layer or the file.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -313,4 +314,16 @@ TEST_CASE("int8 model: hostile graphs (groups 0, huge or negative extents) are r
   refused({2, 2, 3}, {2, 2, 3}, 0, "groups must be 1 or the channels");
   refused({2, 2, 3}, {int64_t{1} << 40, int64_t{1} << 40, 3}, 1, "too large extent");
   refused({2, 2, 3}, {-1, -1, 4}, 1, "non-positive or too large extent -1");
+}
+
+// Found by fuzz/fuzz_int8_model (1M-execution run, docs/reliability.md): a
+// file whose scales put a conv's rescale s_in·s_w/s_out at 2^97 made the
+// kernel shift a 32-bit value left by 97 (UBSan). quantize_multiplier now
+// refuses rescales of 2^31 and more; up to just below 2^31 still works.
+TEST_CASE("int8 scheme: rescales of 2^31 and more are refused, not shifted") {
+  QuantizedMultiplier ok = quantize_multiplier(std::ldexp(1.0, 30) * 1.5);
+  CHECK(ok.shift == 31);
+  CHECK_THROWS_AS(quantize_multiplier(std::ldexp(1.0, 31)), Error);
+  CHECK_THROWS_AS(quantize_multiplier(std::ldexp(1.0, 97)), Error);
+  CHECK(quantize_multiplier(std::ldexp(1.0, -40)).multiplier == 0);  // flushed, as before
 }
