@@ -110,6 +110,11 @@ Format check_file(const uint8_t* bytes, size_t size, const std::string& prefix, 
   BONSAI_CHECK(size <= static_cast<size_t>(INT_MAX),
                prefix + "file of " + std::to_string(size) + " bytes is too large to decode (> 2 GiB)");
   Format f = sniff(bytes, size);
+  // Only JPEG and PNG reach stb_image: its other loaders (PNM, TGA, BMP,
+  // PSD, GIF, HDR, PIC) are not needed for any dataset bonsai reads, and
+  // fuzzing found a PNM header that crashes Debian's libstb (reading past
+  // the buffer), so they are not exposed to outside files.
+  BONSAI_CHECK(f != Format::other, prefix + "cannot read the image header: not a JPEG or PNG file");
   auto check_pixels = [&](int64_t w, int64_t h) {
     BONSAI_CHECK(w > 0 && h > 0 && w * h <= kMaxImagePixels,
                  prefix + "refusing a " + std::to_string(w) + "x" + std::to_string(h) +

@@ -1,6 +1,6 @@
-// Image files: decoding JPEG/PNG (and whatever else stb_image reads) into u8
-// RGB tensors, decoding segmentation masks into class indices, and writing
-// JPEG and PNG files atomically.
+// Image files: decoding JPEG/PNG into u8 RGB tensors, decoding segmentation
+// masks into class indices, and writing JPEG and PNG files atomically.
+// Other formats stb_image could read (PNM, BMP, GIF, ...) are refused.
 //
 //   Tensor img = data::decode_image("JPEGImages/2007_000032.jpg");   // u8 [H, W, 3]
 //   Tensor mask = data::decode_mask("SegmentationClass/2007_000032.png");  // u8 [H, W]

@@ -220,6 +220,23 @@ TEST_CASE("image: missing, empty, directory and non-image files name the file") 
   check_error([&] { data::decode_image(text); }, text, "cannot read the image header");
 }
 
+// Found by fuzz/fuzz_image (the CI smoke run, docs/reliability.md): a PGM
+// ("P5") header with 16-bit samples and too little data crashed Debian's
+// libstb (SEGV inside stbi_load_from_memory). Only JPEG and PNG reach
+// stb_image now; a valid PPM, which used to decode, is refused the same way.
+TEST_CASE("image: formats other than JPEG and PNG never reach stb_image") {
+  TempDir dir;
+  const std::string crash = dir.file("crash.jpg");
+  const std::string bytes = "P552\r\r552\r\r\r\r\r\r\r\r\r19849Q";
+  write_raw(crash, Bytes(bytes.begin(), bytes.end()));
+  check_error([&] { data::decode_image(crash); }, crash, "not a JPEG or PNG file");
+  check_error([&] { data::decode_mask(crash); }, crash, "not a JPEG or PNG file");
+  const std::string ppm = dir.file("one.ppm");
+  write_raw(ppm, Bytes{'P', '6', ' ', '1', ' ', '1', ' ', '2', '5', '5', '\n', 10, 20, 30});
+  check_error([&] { data::decode_image(ppm); }, ppm, "not a JPEG or PNG file");
+  check_error([&] { data::read_image_info(ppm); }, ppm, "not a JPEG or PNG file");
+}
+
 TEST_CASE("image: truncated and corrupt JPEGs name the file") {
   TempDir dir;
   Bytes jpg = data::encode_jpeg(gradient_image(24, 32), {.quality = 90});
