@@ -12,12 +12,15 @@
 #pragma once
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -27,11 +30,20 @@
 namespace bonsai::fuzz {
 
 // A per-process scratch directory (in /dev/shm when there is one, so the
-// file round trip costs no disk I/O), removed by nobody: it holds at most a
-// few small files and lives under the system's temporary directories.
+// file round trip costs no disk I/O). libFuzzer leaves with _Exit, so no
+// exit hook runs; instead each new harness process removes the directories
+// of harness processes that no longer exist.
 inline const std::string& scratch_dir() {
   static const std::string dir = [] {
     std::string base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(base, ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind("bonsai-fuzz-", 0) != 0) continue;
+      const long pid = std::strtol(name.c_str() + 12, nullptr, 10);
+      if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+        std::filesystem::remove_all(e.path(), ec);
+    }
     std::string d = base + "/bonsai-fuzz-" + std::to_string(getpid());
     mkdir(d.c_str(), 0700);
     return d;
