@@ -369,7 +369,8 @@ TEST_CASE("onnx export: a small model reads back as the expected QDQ graph") {
   CHECK(attribute(conv, "group").i(kAttrI) == 1);
 
   // Activation grids: uint8, zero point + 128, the model's scales.
-  for (const auto& [name, v] : std::vector<std::pair<std::string, int>>{{"in_q", 0}, {"conv_q", 1}, {"fc_q", 4}}) {
+  for (const auto& [name_, v] : std::vector<std::pair<std::string, int>>{{"in_q", 0}, {"conv_q", 1}, {"fc_q", 4}}) {
+    const std::string name = name_;  // clang: no structured bindings in CAPTURE's lambda
     CAPTURE(name);
     CHECK(init.at(name + ".zero_point").i(kTensorDataType) == kUint8);
     CHECK(raw_as<uint8_t>(init.at(name + ".zero_point"))[0] == s.values[v].quant.zero_point + 128);
@@ -388,8 +389,9 @@ TEST_CASE("onnx export: a small model reads back as the expected QDQ graph") {
 }
 
 TEST_CASE("onnx export: table functions map to ONNX ops") {
-  for (const auto& [function, op] : std::vector<std::pair<std::string, std::string>>{
+  for (const auto& [function_, op] : std::vector<std::pair<std::string, std::string>>{
            {"relu", "Relu"}, {"relu6", "Clip"}, {"sigmoid", "Sigmoid"}, {"hard_sigmoid", "HardSigmoid"}}) {
+    const std::string function = function_;  // clang: no structured bindings in CAPTURE's lambda
     CAPTURE(function);
     Small s = small_model();
     s.ops[2].function = function;
