@@ -73,4 +73,19 @@ void check_layer(Module& m, const Shape& input_shape, const LayerCheckOptions& o
   m.train();
 }
 
+std::shared_ptr<Sequential> small_conv_net() {
+  auto m = std::make_shared<Sequential>();
+  m->push(std::make_shared<Conv2d>(Conv2dOptions{.in = 3, .out = 8, .kernel = 3, .stride = 2, .seed = 1}), "conv0");
+  m->push(std::make_shared<BatchNorm2d>(BatchNormOptions{.channels = 8}), "bn0");
+  m->push(std::make_shared<Activation>(ActivationKind::relu6), "act0");
+  m->push(std::make_shared<Conv2d>(Conv2dOptions{.in = 8, .out = 8, .kernel = 3, .groups = 8, .seed = 2}), "dw");
+  m->push(std::make_shared<BatchNorm2d>(BatchNormOptions{.channels = 8}), "bn1");
+  m->push(std::make_shared<Activation>(ActivationKind::hard_swish), "act1");
+  m->push(std::make_shared<MaxPool2d>(PoolOptions{.kernel = 2, .stride = 2}), "pool");
+  m->push(std::make_shared<GlobalAvgPool>(), "gap");
+  m->push(std::make_shared<Flatten>(), "flatten");
+  m->push(std::make_shared<Dense>(DenseOptions{.in = 8, .out = 5, .seed = 3}), "dense");
+  return m;
+}
+
 }  // namespace bonsai::testing

@@ -14,6 +14,7 @@
 #pragma once
 
 #include "core/tensor.h"
+#include "layers/layers.h"
 #include "layers/module.h"
 #include "tests/grad_check.h"
 
@@ -26,5 +27,10 @@ struct LayerCheckOptions {
 };
 
 void check_layer(Module& m, const Shape& input_shape, const LayerCheckOptions& o = {});
+
+// conv(s2)+BN+relu6 → depthwise+BN → hard_swish → max pool → mean →
+// flatten → dense (3 → 5 classes): the small float net the quantization and
+// export tests quantize and convert.
+std::shared_ptr<Sequential> small_conv_net();
 
 }  // namespace bonsai::testing

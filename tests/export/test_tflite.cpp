@@ -14,6 +14,7 @@
 
 #include "core/autograd.h"
 #include "export/tflite.h"
+#include "tests/layer_check.h"
 #include "export/tflite_schema.h"
 #include "layers/layers.h"
 #include "quant/int8_model.h"
@@ -141,17 +142,7 @@ void settle(Module& model, const Shape& s) {
 
 // quantize → conv(s2)+relu6 → depthwise → hard_swish → max pool → mean → dense
 Int8Model small_model() {
-  auto m = std::make_shared<Sequential>();
-  m->push(std::make_shared<Conv2d>(Conv2dOptions{.in = 3, .out = 8, .kernel = 3, .stride = 2, .seed = 1}), "conv0");
-  m->push(std::make_shared<BatchNorm2d>(BatchNormOptions{.channels = 8}), "bn0");
-  m->push(std::make_shared<Activation>(ActivationKind::relu6), "act0");
-  m->push(std::make_shared<Conv2d>(Conv2dOptions{.in = 8, .out = 8, .kernel = 3, .groups = 8, .seed = 2}), "dw");
-  m->push(std::make_shared<BatchNorm2d>(BatchNormOptions{.channels = 8}), "bn1");
-  m->push(std::make_shared<Activation>(ActivationKind::hard_swish), "act1");
-  m->push(std::make_shared<MaxPool2d>(PoolOptions{.kernel = 2, .stride = 2}), "pool");
-  m->push(std::make_shared<GlobalAvgPool>(), "gap");
-  m->push(std::make_shared<Flatten>(), "flatten");
-  m->push(std::make_shared<Dense>(DenseOptions{.in = 8, .out = 5, .seed = 3}), "dense");
+  auto m = testing::small_conv_net();
   quantize(*m);
   settle(*m, {4, 16, 16, 3});
   return convert(*m, Tensor::zeros({1, 16, 16, 3}));

@@ -63,20 +63,7 @@ void check_agreement(Module& qat, Int8Model& int8, const Tensor& x, const std::s
                << differing << " of " << elements << " values differ by a step; end to end up to " << worst_e2e);
 }
 
-std::shared_ptr<Sequential> small_net() {
-  auto m = std::make_shared<Sequential>();
-  m->push(std::make_shared<Conv2d>(Conv2dOptions{.in = 3, .out = 8, .kernel = 3, .stride = 2, .seed = 1}), "conv0");
-  m->push(std::make_shared<BatchNorm2d>(BatchNormOptions{.channels = 8}), "bn0");
-  m->push(std::make_shared<Activation>(ActivationKind::relu6), "act0");
-  m->push(std::make_shared<Conv2d>(Conv2dOptions{.in = 8, .out = 8, .kernel = 3, .groups = 8, .seed = 2}), "dw");
-  m->push(std::make_shared<BatchNorm2d>(BatchNormOptions{.channels = 8}), "bn1");
-  m->push(std::make_shared<Activation>(ActivationKind::hard_swish), "act1");
-  m->push(std::make_shared<MaxPool2d>(PoolOptions{.kernel = 2, .stride = 2}), "pool");
-  m->push(std::make_shared<GlobalAvgPool>(), "gap");
-  m->push(std::make_shared<Flatten>(), "flatten");
-  m->push(std::make_shared<Dense>(DenseOptions{.in = 8, .out = 5, .seed = 3}), "dense");
-  return m;
-}
+std::shared_ptr<Sequential> small_net() { return testing::small_conv_net(); }
 
 }  // namespace
 
