@@ -36,9 +36,10 @@
 // Node doc strings name the int8 op and its source layer; errors name both.
 //
 // Agreement with bonsai's runtime: ONNX Runtime requantizes in float
-// (round half to even), bonsai with TFLite's fixed-point multipliers, whose
-// double rounding moves some results by a step; each layer differs on a
-// few elements in 10^4, and deep nets carry such one-step differences on.
+// (round half to even), bonsai with TFLite's fixed-point multipliers
+// rounded once (quant::multiply_by_quantized_multiplier); the two differ
+// only where float rounding moves a near-tie, a few elements in 10^5 per
+// layer, but deep nets carry such one-step differences on.
 #pragma once
 
 #include <cstdint>

@@ -45,62 +45,61 @@ Rescale unpack(const QuantizedMultiplier& m) {
           .right_shift = std::max(-m.shift, 0)};
 }
 
-// quant::multiply_by_quantized_multiplier, bit for bit, as branch-free
-// integer arithmetic (scheme.cpp's version is an out-of-line call with a
-// range check). The doubling high mul rounds a*b/2^31 to nearest with ties
-// toward +infinity, which for every sign is floor((a*b + 2^30) / 2^31): the
-// low 32 bits of that quotient are bits 31..62 of the 64-bit sum, so a
-// logical shift gives them.
+// quant::multiply_by_quantized_multiplier (single rounding), bit for bit
+// wherever |x * 2^left_shift| < 2^30 (every accumulator here), in the form
+// the 8-lane version computes. For the product p = x' * multiplier and a
+// right shift rs >= 1,
+//   floor((p + 2^(30+rs)) / 2^(31+rs)) = floor((floor(p / 2^31) + 2^(rs-1)) / 2^rs),
+// nested floors of divisions by powers of two composing exactly; rs = 0 is
+// rs = 1 with x' doubled. floor(p / 2^31) is bits 31..62 of p, so both
+// steps run on 32-bit lanes with per-multiplier constants: a left shift,
+// the rounding constant 2^(rs-1) and the shift rs.
+struct Rounding {
+  int32_t left = 0, round = 0, shift = 0;
+};
+
+Rounding rounding_of(int32_t left_shift, int32_t right_shift) {
+  return right_shift == 0 ? Rounding{.left = left_shift + 1, .round = 1, .shift = 1}
+                          : Rounding{.left = left_shift, .round = int32_t{1} << (right_shift - 1), .shift = right_shift};
+}
+
 inline int32_t mbqm(int32_t x, int32_t multiplier, int32_t left_shift, int32_t right_shift) {
-  const auto shifted = static_cast<int32_t>(static_cast<uint32_t>(x) << left_shift);
-  const int64_t ab = static_cast<int64_t>(shifted) * multiplier;
-  auto high = static_cast<int32_t>(static_cast<uint64_t>(ab + (int64_t{1} << 30)) >> 31);
-  high = (shifted == kInt32Min && multiplier == kInt32Min) ? std::numeric_limits<int32_t>::max() : high;
-  // Rounding right shift, ties away from zero (gemmlowp's RoundingDivideByPOT).
-  const auto mask = static_cast<int32_t>((uint32_t{1} << right_shift) - 1);
-  const int32_t remainder = high & mask;
-  const int32_t threshold = (mask >> 1) + (high < 0 ? 1 : 0);
-  return (high >> right_shift) + (remainder > threshold ? 1 : 0);
+  const Rounding r = rounding_of(left_shift, right_shift);
+  const auto shifted = static_cast<int32_t>(static_cast<uint32_t>(x) << r.left);
+  const int64_t p = static_cast<int64_t>(shifted) * multiplier;
+  const auto high = static_cast<uint32_t>(static_cast<uint64_t>(p) >> 31);
+  return static_cast<int32_t>(high + static_cast<uint32_t>(r.round)) >> r.shift;
 }
 
 inline int32_t mbqm(int32_t x, const Rescale& r) {
   return mbqm(x, r.multiplier, r.left_shift, r.right_shift);
 }
 
-// The eight-lane version needs no saturation test: the only saturating
-// product, INT32_MIN * INT32_MIN, cannot occur once the multiplier is not
-// INT32_MIN (quantize_multiplier never makes it; callers check).
-bool vectorisable(const QuantizedMultiplier& m) { return m.multiplier != kInt32Min; }
-
-// mbqm on 8 int32 lanes; mask = 2^right_shift - 1 and half = mask >> 1 per lane.
-inline __m256i mbqm8(__m256i x, __m256i multiplier, __m256i left_shift, __m256i right_shift, __m256i mask,
-                     __m256i half) {
-  x = _mm256_sllv_epi32(x, left_shift);
-  const __m256i nudge = _mm256_set1_epi64x(int64_t{1} << 30);
+// mbqm on 8 int32 lanes, with rounding_of's constants per lane.
+inline __m256i mbqm8(__m256i x, __m256i multiplier, __m256i multiplier_odd, __m256i left, __m256i round,
+                     __m256i shift) {
+  x = _mm256_sllv_epi32(x, left);
   // Even lanes' 64-bit products in place, odd lanes' after moving them down.
-  const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, multiplier), nudge);
-  const __m256i odd = _mm256_add_epi64(
-      _mm256_mul_epi32(_mm256_shuffle_epi32(x, 0xF5), _mm256_shuffle_epi32(multiplier, 0xF5)), nudge);
+  const __m256i even = _mm256_mul_epi32(x, multiplier);
+  const __m256i odd = _mm256_mul_epi32(_mm256_shuffle_epi32(x, 0xF5), multiplier_odd);
   // Bits 31..62 of each product: shifted down into the even lanes, up into the odd.
   const __m256i high = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
-  const __m256i remainder = _mm256_and_si256(high, mask);
-  const __m256i threshold = _mm256_sub_epi32(half, _mm256_srai_epi32(high, 31));  // + 1 where negative
-  return _mm256_sub_epi32(_mm256_srav_epi32(high, right_shift), _mm256_cmpgt_epi32(remainder, threshold));
+  return _mm256_srav_epi32(_mm256_add_epi32(high, round), shift);
 }
 
 // One Rescale in every lane.
 struct Rescale8 {
-  __m256i multiplier, left_shift, right_shift, mask, half;
+  __m256i multiplier, left, round, shift;
 };
 
 Rescale8 broadcast(const Rescale& r) {
-  const auto mask = static_cast<int32_t>((uint32_t{1} << r.right_shift) - 1);
-  return {_mm256_set1_epi32(r.multiplier), _mm256_set1_epi32(r.left_shift), _mm256_set1_epi32(r.right_shift),
-          _mm256_set1_epi32(mask), _mm256_set1_epi32(mask >> 1)};
+  const Rounding k = rounding_of(r.left_shift, r.right_shift);
+  return {_mm256_set1_epi32(r.multiplier), _mm256_set1_epi32(k.left), _mm256_set1_epi32(k.round),
+          _mm256_set1_epi32(k.shift)};
 }
 
 inline __m256i mbqm8(__m256i x, const Rescale8& r) {
-  return mbqm8(x, r.multiplier, r.left_shift, r.right_shift, r.mask, r.half);
+  return mbqm8(x, r.multiplier, r.multiplier, r.left, r.round, r.shift);
 }
 
 inline __m256i load8(const int8_t* x) {
@@ -130,9 +129,9 @@ inline void store32(int8_t* y, __m256i v0, __m256i v1, __m256i v2, __m256i v3) {
 
 // Per output channel: the unpacked multipliers as arrays the 8-lane loop loads.
 struct ChannelRescale {
-  std::vector<int32_t> multiplier, left_shift, right_shift, mask, half;
+  std::vector<int32_t> multiplier, left_shift, right_shift;  // TFLite's form
+  std::vector<int32_t> left, round, shift;                    // rounding_of's, for the 8-lane loop
   std::vector<int32_t> multiplier_odd;  // [c] = multiplier[c | 1]: the odd lanes' multipliers in the even lanes
-  bool vector = true;                   // no multiplier is INT32_MIN
   bool any_left_shift = false;
 
   explicit ChannelRescale(const std::vector<QuantizedMultiplier>& m) {
@@ -141,10 +140,11 @@ struct ChannelRescale {
       multiplier.push_back(r.multiplier);
       left_shift.push_back(r.left_shift);
       right_shift.push_back(r.right_shift);
-      mask.push_back(static_cast<int32_t>((uint32_t{1} << r.right_shift) - 1));
-      half.push_back(mask.back() >> 1);
-      vector = vector && vectorisable(q);
-      any_left_shift = any_left_shift || r.left_shift != 0;
+      const Rounding k = rounding_of(r.left_shift, r.right_shift);
+      left.push_back(k.left);
+      round.push_back(k.round);
+      shift.push_back(k.shift);
+      any_left_shift = any_left_shift || k.left != 0;
     }
     for (size_t c = 0; c < multiplier.size(); ++c)
       multiplier_odd.push_back(multiplier[std::min(c | 1, multiplier.size() - 1)]);
@@ -158,24 +158,17 @@ struct ChannelRescale {
 // vectors' own pointers would be reloaded after every int8 store, which
 // may alias them).
 struct ChannelRescale8 {
-  const int32_t *multiplier, *multiplier_odd, *left_shift, *right_shift, *mask, *half;
+  const int32_t *multiplier, *multiplier_odd, *left, *round, *shift;
   explicit ChannelRescale8(const ChannelRescale& r)
-      : multiplier(r.multiplier.data()), multiplier_odd(r.multiplier_odd.data()), left_shift(r.left_shift.data()),
-        right_shift(r.right_shift.data()), mask(r.mask.data()), half(r.half.data()) {}
+      : multiplier(r.multiplier.data()), multiplier_odd(r.multiplier_odd.data()), left(r.left.data()),
+        round(r.round.data()), shift(r.shift.data()) {}
 
   // mbqm8 with channel c's parameters in lane c.
   template <bool kLeftShift>
   __m256i apply(__m256i x, int64_t c) const {
     auto at = [c](const int32_t* v) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + c)); };
-    if (kLeftShift) x = _mm256_sllv_epi32(x, at(left_shift));
-    const __m256i nudge = _mm256_set1_epi64x(int64_t{1} << 30);
-    const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, at(multiplier)), nudge);
-    const __m256i odd =
-        _mm256_add_epi64(_mm256_mul_epi32(_mm256_shuffle_epi32(x, 0xF5), at(multiplier_odd)), nudge);
-    const __m256i high = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
-    const __m256i remainder = _mm256_and_si256(high, at(mask));
-    const __m256i threshold = _mm256_sub_epi32(at(half), _mm256_srai_epi32(high, 31));
-    return _mm256_sub_epi32(_mm256_srav_epi32(high, at(right_shift)), _mm256_cmpgt_epi32(remainder, threshold));
+    const __m256i l = kLeftShift ? at(left) : _mm256_setzero_si256();
+    return mbqm8(x, at(multiplier), at(multiplier_odd), l, at(round), at(shift));
   }
 };
 
@@ -189,7 +182,7 @@ template <bool kLeftShift>
 void requantize_channels(const int32_t* acc, const int32_t* offset, const ChannelRescale& r, const OutputClamp& o,
                          int64_t count, int8_t* y) {
   int64_t c = 0;
-  if (r.vector) {
+  {
     const ChannelRescale8 r8(r);
     const __m256i zo = _mm256_set1_epi32(o.zero_point), lo = _mm256_set1_epi32(o.lo), hi = _mm256_set1_epi32(o.hi);
     auto one = [&](int64_t at) {
@@ -651,8 +644,7 @@ void add(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_
   const Rescale r1 = unpack(p.input1_multiplier), r2 = unpack(p.input2_multiplier),
                 ro = unpack(p.output_multiplier);
   int64_t i = 0;
-  if (vectorisable(p.input1_multiplier) && vectorisable(p.input2_multiplier) &&
-      vectorisable(p.output_multiplier) && p.left_shift >= 0 && p.left_shift <= 30) {
+  if (p.left_shift >= 0 && p.left_shift <= 30) {
     const Rescale8 v1 = broadcast(r1), v2 = broadcast(r2), vo = broadcast(ro);
     const __m256i o1 = _mm256_set1_epi32(p.input1_offset), o2 = _mm256_set1_epi32(p.input2_offset);
     const __m256i zo = _mm256_set1_epi32(p.output_offset), lo = _mm256_set1_epi32(p.act_min),
@@ -687,7 +679,6 @@ MulParams make_mul_params(const AffineQuant& in1, const AffineQuant& in2, const 
 void mul(const MulParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_t outer, int64_t inner,
          int64_t broadcast_group) {
   const Rescale r = unpack(p.multiplier);
-  const bool vector = vectorisable(p.multiplier);
   const Rescale8 v = broadcast(r);
   const __m256i o1 = _mm256_set1_epi32(p.input1_offset), o2 = _mm256_set1_epi32(p.input2_offset);
   const __m256i zo = _mm256_set1_epi32(p.output_offset), lo = _mm256_set1_epi32(p.act_min),
@@ -697,7 +688,7 @@ void mul(const MulParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_
     const int8_t* br = b + (row / broadcast_group) * inner;
     int8_t* yr = y + row * inner;
     int64_t i = 0;
-    if (vector) {
+    {
       auto one = [&](int64_t at) {
         const __m256i prod =
             _mm256_mullo_epi32(_mm256_add_epi32(load8(ar + at), o1), _mm256_add_epi32(load8(br + at), o2));
@@ -736,25 +727,21 @@ namespace {
 // Exactly, with v_i = code_i + offset_i (|v_i| <= 255) and m = M * 2^-(31 + rs)
 // the real value of each quantized multiplier (left shifts 0):
 //   T_i = MBQM(v_i * 2^20, M_i),  S = T_1 + T_2,  q = MBQM(S, M_o),  y = clamp(q + zo).
-// MBQM(x, M) first rounds x*M/2^31 to an integer (error <= 1/2), then divides
-// by 2^rs rounding half away from zero; so |T_i - v_i 2^20 m_i| <= 1/2 +
-// 2^-(rs_i+1) <= 1, and with r = v_1 (2^20 m_1 m_o) + v_2 (2^20 m_2 m_o) (the
-// real sum in output steps), |S m_o - r| <= 2 m_o. For q itself the first
-// rounding moves S M_o / 2^(31+rs_o) by at most Δ = 2^-(rs_o+1) before the
-// final rounding: wherever S m_o is more than Δ from a half-integer, q is
-// its nearest integer. Hence, if r is more than Δ + 2 m_o from every
+// MBQM(x, M) is x*m rounded once to nearest (error <= 1/2), so
+// |T_i - v_i 2^20 m_i| <= 1/2, and with r = v_1 (2^20 m_1 m_o) + v_2 (2^20 m_2 m_o)
+// (the real sum in output steps), |S m_o - r| <= m_o; q is S m_o rounded.
+// Hence, if r is more than 2 m_o (a margin of two) from every
 // half-integer, q = round(r) = floor(r + 1/2).
 // The kernel computes t ≈ r + 1/2 in f32 with two FMAs from f32 constants;
 // E bounds that error (constants, two roundings, and frac(t) = t - floor(t)
 // itself, exact but near t in (-1/2, 0)). Where frac(t) lies in
-// [band, 1 - band], band = Δ + 2 m_o + 2E, floor(t) is q exactly; elsewhere
+// [band, 1 - band], band = 2 m_o + 2E, floor(t) is q exactly; elsewhere
 // (a near-tie: about 2 * band of the pairs) the kernel reads the table.
 PairTable::Screen add_screen(const AddParams& p) {
   const Rescale r1 = unpack(p.input1_multiplier), r2 = unpack(p.input2_multiplier),
                 ro = unpack(p.output_multiplier);
   PairTable::Screen s;
-  if (!vectorisable(p.input1_multiplier) || !vectorisable(p.input2_multiplier) ||
-      !vectorisable(p.output_multiplier) || r1.left_shift != 0 || r2.left_shift != 0 || ro.left_shift != 0 ||
+  if (r1.left_shift != 0 || r2.left_shift != 0 || ro.left_shift != 0 ||
       p.left_shift < 0 || p.left_shift > 22)  // |v| * 2^left_shift must stay an int32
     return s;
   auto real = [](const Rescale& r) { return std::ldexp(static_cast<double>(r.multiplier), -31 - r.right_shift); };
@@ -767,7 +754,7 @@ PairTable::Screen add_screen(const AddParams& p) {
   // above far less, and frac(t) at most 2^-24.
   const double most = 128 * (std::abs(alpha) + std::abs(beta)) + std::abs(offset) + 1;
   const double error = 6 * most * std::ldexp(1.0, -24) + std::ldexp(1.0, -23);
-  const double band = std::ldexp(1.0, -(ro.right_shift + 1)) + 2 * m_o + 2 * error;
+  const double band = 2 * m_o + 2 * error;
   if (!(band < 1.0 / 64)) return s;  // too many near-ties (or too large a range): the table throughout
   s.on = true;
   s.scale_a = static_cast<float>(alpha);
@@ -935,7 +922,7 @@ RequantizeParams make_requantize_params(const AffineQuant& in, const AffineQuant
 void requantize(const RequantizeParams& p, const int8_t* x, int8_t* y, int64_t count) {
   const Rescale r = unpack(p.multiplier);
   int64_t i = 0;
-  if (vectorisable(p.multiplier)) {
+  {
     const Rescale8 v = broadcast(r);
     const __m256i zi = _mm256_set1_epi32(p.input_zero_point), zo = _mm256_set1_epi32(p.output_zero_point);
     const __m256i lo = _mm256_set1_epi32(-128), hi = _mm256_set1_epi32(127);

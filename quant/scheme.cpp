@@ -120,41 +120,24 @@ QuantizedMultiplier quantize_multiplier(double m) {
   // int8 model file's scales can claim one.
   BONSAI_CHECK(shift <= 31, "quantize_multiplier: rescale " + std::to_string(m) +
                                 " is 2^31 or more (scales of 8-bit grids that far apart are not a model)");
-  // Below 2^-32 every product would shift out entirely: flush to zero.
-  if (shift < -31) {
+  // Below 2^-31 every product of an accumulator under 2^30 is below one
+  // half: flush to zero (TFLite flushes below 2^-32; keeping right shifts
+  // at 30 or less lets the kernels round with 32-bit lanes).
+  if (shift < -30) {
     shift = 0;
     q_fixed = 0;
   }
   return {.multiplier = static_cast<int32_t>(q_fixed), .shift = shift};
 }
 
-int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b) {
-  const bool overflow = a == b && a == std::numeric_limits<int32_t>::min();
-  const int64_t ab = static_cast<int64_t>(a) * static_cast<int64_t>(b);
-  const int64_t nudge = ab >= 0 ? (1LL << 30) : (1 - (1LL << 30));
-  // Division truncates toward zero; with the ±2^30 nudge that rounds ab/2^31
-  // to nearest, ties toward +infinity (gemmlowp's behaviour, kept exactly).
-  const auto high = static_cast<int32_t>((ab + nudge) / (1LL << 31));
-  return overflow ? std::numeric_limits<int32_t>::max() : high;
-}
-
-int32_t rounding_divide_by_pot(int32_t x, int exponent) {
-  BONSAI_CHECK(exponent >= 0 && exponent <= 31,
-               "rounding_divide_by_pot: exponent " + std::to_string(exponent) + " outside [0, 31]");
-  const int32_t mask = static_cast<int32_t>((1LL << exponent) - 1);
-  const int32_t remainder = x & mask;
-  // Negative x: the arithmetic shift floors, so the threshold rises by one
-  // to round ties away from zero.
-  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
-  return (x >> exponent) + (remainder > threshold ? 1 : 0);
-}
-
 int32_t multiply_by_quantized_multiplier(int32_t x, const QuantizedMultiplier& m) {
   const int left_shift = m.shift > 0 ? m.shift : 0;
-  const int right_shift = m.shift > 0 ? 0 : -m.shift;
-  // As TFLite: x * 2^left_shift in int32 (wraps if the caller overflows it).
+  const int right_shift = m.shift > 0 ? 0 : -m.shift;  // <= 30 (quantize_multiplier)
+  // As TFLite's kernels: x * 2^left_shift in int32 (wraps if the caller overflows it).
   const auto shifted = static_cast<int32_t>(static_cast<uint32_t>(x) << left_shift);
-  return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, m.multiplier), right_shift);
+  const int total = 31 + right_shift;
+  const int64_t sum = static_cast<int64_t>(shifted) * m.multiplier + (int64_t{1} << (total - 1));
+  return static_cast<int32_t>(sum >> total);  // arithmetic: floor
 }
 
 }  // namespace bonsai::quant

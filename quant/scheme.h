@@ -24,7 +24,8 @@
 //  - bias: int32, scale s_in * s_w (per channel with the weights), zero point 0.
 // Integer ops rescale their int32 accumulators by a real multiplier expressed
 // as a Q31 fixed-point number and a power-of-two shift (TFLite's
-// QuantizeMultiplier / MultiplyByQuantizedMultiplier, gemmlowp's rounding).
+// QuantizeMultiplier / MultiplyByQuantizedMultiplier in its single-rounding
+// form).
 //
 // num_bits may be 8 (deployable), 6 or 4 (simulation only, as the Model
 // Garden's n-bit scheme).
@@ -101,7 +102,8 @@ int32_t quantize_bias(float b, double input_scale, double weight_scale);
 
 // A real multiplier m as m ≈ multiplier * 2^(shift - 31), multiplier in
 // [2^30, 2^31) (Q31 of a mantissa in [0.5, 1)), or 0 for m == 0 and for
-// |m| < 2^-32 (flushed to zero as TFLite does).
+// m < 2^-31 (flushed to zero: for every accumulator the kernels take,
+// |x| < 2^30, such a product is below one half and rounds to 0 anyway).
 struct QuantizedMultiplier {
   int32_t multiplier = 0;
   int shift = 0;  // > 0: left shift; < 0: right shift
@@ -110,16 +112,16 @@ struct QuantizedMultiplier {
 // zero; a mantissa that rounds up to 2^31 becomes 2^30 with shift + 1.
 QuantizedMultiplier quantize_multiplier(double m);
 
-// gemmlowp: the high 32 bits of 2*a*b, i.e. a*b / 2^31, rounded to nearest
-// with ties toward +infinity (50.5 -> 51, -50.5 -> -50); the single overflow
-// case a == b == INT32_MIN saturates to INT32_MAX.
-int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b);
-// gemmlowp: x / 2^exponent rounded to nearest, ties away from zero;
-// 0 <= exponent <= 31.
-int32_t rounding_divide_by_pot(int32_t x, int exponent);
-// TFLite's MultiplyByQuantizedMultiplier (the double-rounding form the
-// reference kernels use): left shift first if shift > 0, the doubling high
-// mul, then the rounding right shift if shift < 0.
+// x * m rounded once, to nearest with ties toward +infinity (1.5 -> 2,
+// -1.5 -> -1): TFLite's MultiplyByQuantizedMultiplier in its single-rounding
+// form (TFLITE_SINGLE_ROUNDING), i.e.
+//   (x' * multiplier + 2^(30 - shift)) >> (31 - shift)   in 64 bits,
+// where x' = x << shift when shift > 0 (in 32 bits, as TFLite's reference
+// kernels shift) and x otherwise. One rounding of the exact product is
+// what the QAT simulation's float requantization computes and what ONNX
+// Runtime and XNNPACK's float requantization approximate; the
+// double-rounding form (round the Q31 product, then the shift) moves about
+// one output in a thousand by a step, and deep nets carry that on.
 int32_t multiply_by_quantized_multiplier(int32_t x, const QuantizedMultiplier& m);
 
 }  // namespace bonsai::quant

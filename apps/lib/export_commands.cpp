@@ -26,9 +26,10 @@ const char* kExportUsage = R"(  bonsai export --format tflite|onnx --int8 M.safe
   bonsai export sample --config C.json --out DIR [--count 0]
       The config's validation images (eval preprocessing) as DIR/images.f32
       (float32 NHWC), labels as DIR/labels.i32, and DIR/meta.json; count 0: all.
-  bonsai export run --int8 M.safetensors --images DIR --out OUT.f32 [--batch 64]
+  bonsai export run --int8 M.safetensors --images DIR --out OUT.f32 [--batch 64] [--values VDIR]
       bonsai's int8 runtime on DIR's images: the float outputs (NHWC) in
-      OUT.f32, their shape and output grid in OUT.f32.json.
+      OUT.f32, their shape and output grid in OUT.f32.json. --values VDIR
+      also writes every value's int8 codes (VDIR/<id>.s8, VDIR/values.json).
 )";
 
 namespace {
@@ -99,8 +100,28 @@ int export_sample(int argc, char** argv) {
   return 0;
 }
 
+// --values DIR: every value's int8 codes over all images, DIR/<id>.s8
+// ([N, ...shape] row-major), listed with name, shape and grid in
+// DIR/values.json — for finding the first layer where two runtimes part.
+void write_value_codes(const quant::Int8Model& m, const std::string& dir, int64_t n,
+                       const std::vector<std::vector<char>>& codes) {
+  std::filesystem::create_directories(dir);
+  nlohmann::json list = nlohmann::json::array();
+  for (size_t v = 0; v < codes.size(); ++v) {
+    if (codes[v].empty()) continue;
+    const quant::Int8Value& value = m.values()[v];
+    write_raw(dir + "/" + std::to_string(v) + ".s8", codes[v]);
+    std::vector<int64_t> full{n};
+    full.insert(full.end(), value.shape.begin(), value.shape.end());
+    list.push_back({{"id", v}, {"name", value.name}, {"shape", full}, {"scale", value.quant.scale},
+                    {"zero_point", value.quant.zero_point}});
+  }
+  const std::string text = list.dump(1) + "\n";
+  io::write_file_atomically(dir + "/values.json", text.data(), text.size());
+}
+
 int export_run(int argc, char** argv) {
-  Args a(argc, argv, 3, {{"int8", ""}, {"images", ""}, {"out", ""}, {"batch", "64"}, {"threads", "0"}});
+  Args a(argc, argv, 3, {{"int8", ""}, {"images", ""}, {"out", ""}, {"batch", "64"}, {"threads", "0"}, {"values", ""}});
   BONSAI_CHECK(!a.get("int8").empty() && !a.get("images").empty() && !a.get("out").empty(),
                "bonsai export run needs --int8, --images DIR and --out");
   set_num_threads(a.get_int("threads"));
@@ -117,19 +138,28 @@ int export_run(int argc, char** argv) {
                dir + "images.f32: " + std::to_string(raw.size()) + " bytes, expected " +
                    std::to_string(n * per_image * 4) + " for " + std::to_string(n) + " images");
   const int64_t batch = std::max<int64_t>(1, a.get_int("batch"));
+  const std::string values_dir = a.get("values");
+  std::vector<std::vector<char>> value_codes(values_dir.empty() ? 0 : m.values().size());
   std::vector<char> out;
   std::vector<int64_t> out_shape;
   for (int64_t i = 0; i < n; i += batch) {
     const int64_t b = std::min(batch, n - i);
     Tensor x = Tensor::empty({b, shape[0], shape[1], shape[2]});
     std::memcpy(x.raw(), raw.data() + i * per_image * 4, b * per_image * 4);
-    const Tensor y = m.run(x);
+    std::vector<Tensor> codes;
+    const Tensor y = m.run(x, values_dir.empty() ? nullptr : &codes);
+    for (size_t v = 0; v < codes.size() && v < value_codes.size(); ++v) {
+      if (!codes[v].defined()) continue;
+      const char* c = static_cast<const char*>(codes[v].raw());
+      value_codes[v].insert(value_codes[v].end(), c, c + codes[v].nbytes());
+    }
     const char* p = static_cast<const char*>(y.raw());
     out.insert(out.end(), p, p + y.nbytes());
     out_shape = y.shape().vec();
     out_shape.erase(out_shape.begin());
   }
   write_raw(a.get("out"), out);
+  if (!values_dir.empty()) write_value_codes(m, values_dir, n, value_codes);
   const quant::AffineQuant& q = m.values()[m.output()].quant;
   std::vector<int64_t> full{n};
   full.insert(full.end(), out_shape.begin(), out_shape.end());

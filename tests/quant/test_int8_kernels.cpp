@@ -206,8 +206,9 @@ TEST_CASE("int8 kernels: Conv2dKernel recomputes the sums oneDNN rounded past 2^
 
 TEST_CASE("int8 kernels: Conv2dKernel is exact on rounding ties") {
   // Multipliers with few significant bits put many v * m exactly on a
-  // half-integer, where MBQM's double rounding (half up, then half away from
-  // zero) differs from a single rounding, for negative v in particular.
+  // half-integer, where the rounding direction (ties toward +infinity, for
+  // negative v in particular) and the 8-lane form's split of the shift
+  // must agree with the reference bit for bit.
   std::mt19937 rng(30);
   for (int32_t zi : {0, -128, 77}) {
     CAPTURE(zi);

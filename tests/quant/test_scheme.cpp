@@ -148,64 +148,53 @@ TEST_CASE("quant scheme: quantize_multiplier as TFLite's QuantizeMultiplier") {
   // A mantissa that rounds up to 2^31 becomes 2^30 with one more shift.
   CHECK(qm(1.0 - std::ldexp(1.0, -40)).multiplier == (1 << 30));
   CHECK(qm(1.0 - std::ldexp(1.0, -40)).shift == 1);
-  // 2^-32 is the smallest kept (shift -31); anything below flushes to zero.
-  CHECK(qm(std::ldexp(1.0, -32)).multiplier == (1 << 30));
-  CHECK(qm(std::ldexp(1.0, -32)).shift == -31);
+  // 2^-31 is the smallest kept (shift -30); anything below flushes to zero.
+  CHECK(qm(std::ldexp(1.0, -31)).multiplier == (1 << 30));
+  CHECK(qm(std::ldexp(1.0, -31)).shift == -30);
+  CHECK(qm(std::ldexp(1.0, -32)).multiplier == 0);
+  CHECK(qm(std::ldexp(1.0, -32)).shift == 0);
   CHECK(qm(std::ldexp(1.0, -33)).multiplier == 0);
-  CHECK(qm(std::ldexp(1.0, -33)).shift == 0);
 }
 
-TEST_CASE("quant scheme: gemmlowp rounding primitives") {
-  constexpr int32_t kMin = std::numeric_limits<int32_t>::min(), kMax = std::numeric_limits<int32_t>::max();
-  CHECK(saturating_rounding_doubling_high_mul(kMin, kMin) == kMax);
-  CHECK(saturating_rounding_doubling_high_mul(1 << 30, 1 << 30) == (1 << 29));
-  CHECK(saturating_rounding_doubling_high_mul(kMax, kMax) == 2147483646);
-  // x * 2^30 / 2^31 = x / 2: ties go toward +infinity.
-  CHECK(saturating_rounding_doubling_high_mul(101, 1 << 30) == 51);
-  CHECK(saturating_rounding_doubling_high_mul(-101, 1 << 30) == -50);
-  CHECK(saturating_rounding_doubling_high_mul(-103, 1 << 30) == -51);
-
-  // RoundingDivideByPOT: ties away from zero.
-  CHECK(rounding_divide_by_pot(5, 1) == 3);
-  CHECK(rounding_divide_by_pot(-5, 1) == -3);
-  CHECK(rounding_divide_by_pot(4, 1) == 2);
-  CHECK(rounding_divide_by_pot(6, 2) == 2);    // 1.5
-  CHECK(rounding_divide_by_pot(-6, 2) == -2);  // -1.5
-  CHECK(rounding_divide_by_pot(7, 2) == 2);    // 1.75
-  CHECK(rounding_divide_by_pot(-7, 2) == -2);
-  CHECK(rounding_divide_by_pot(-5, 2) == -1);  // -1.25
-  CHECK(rounding_divide_by_pot(123, 0) == 123);
-  CHECK(rounding_divide_by_pot(kMin, 31) == -1);
-  CHECK_THROWS(rounding_divide_by_pot(1, 32));
-}
-
-TEST_CASE("quant scheme: multiply_by_quantized_multiplier") {
-  // 0.25 = 2^30 * 2^(-1-31): the high mul halves (ties up), then the
-  // rounding shift halves again (ties away from zero): TFLite's double rounding.
+TEST_CASE("quant scheme: multiply_by_quantized_multiplier rounds once, ties toward +infinity") {
   QuantizedMultiplier quarter = quantize_multiplier(0.25);
   REQUIRE(quarter.shift == -1);
   CHECK(multiply_by_quantized_multiplier(6, quarter) == 2);    // 1.5 -> 2
-  CHECK(multiply_by_quantized_multiplier(-6, quarter) == -2);  // -1.5 -> -2
-  // 1.25 becomes 2: the high mul rounds 2.5 up to 3, then 3/2 = 1.5 rounds to 2.
-  CHECK(multiply_by_quantized_multiplier(5, quarter) == 2);
+  CHECK(multiply_by_quantized_multiplier(-6, quarter) == -1);  // -1.5 -> -1
+  CHECK(multiply_by_quantized_multiplier(-10, quarter) == -2);  // -2.5 -> -2
+  // 1.25 -> 1 (the double-rounding form gives 2: 2.5 -> 3, then 1.5 -> 2).
+  CHECK(multiply_by_quantized_multiplier(5, quarter) == 1);
+  CHECK(multiply_by_quantized_multiplier(-5, quarter) == -1);
+  CHECK(multiply_by_quantized_multiplier(7, quarter) == 2);  // 1.75
+  CHECK(multiply_by_quantized_multiplier(-7, quarter) == -2);
   CHECK(multiply_by_quantized_multiplier(100, quarter) == 25);
-  // > 1: left shift first.
+  // 0.5 (shift 0) and >= 1 (left shifts).
+  CHECK(multiply_by_quantized_multiplier(3, quantize_multiplier(0.5)) == 2);    // 1.5
+  CHECK(multiply_by_quantized_multiplier(-3, quantize_multiplier(0.5)) == -1);  // -1.5
   CHECK(multiply_by_quantized_multiplier(7, quantize_multiplier(3.0)) == 21);
-  CHECK(multiply_by_quantized_multiplier(-7, quantize_multiplier(1.5)) == -10);  // -10.5 -> -10 (tie up)
+  CHECK(multiply_by_quantized_multiplier(-7, quantize_multiplier(1.5)) == -10);  // -10.5 -> -10
+  // The largest right shift: 2^-31 * 2^30 = 1/2 rounds up, -1/2 to 0.
+  const QuantizedMultiplier tiny = quantize_multiplier(std::ldexp(1.0, -31));
+  REQUIRE(tiny.shift == -30);
+  CHECK(multiply_by_quantized_multiplier(1 << 30, tiny) == 1);
+  CHECK(multiply_by_quantized_multiplier((1 << 30) - 1, tiny) == 0);
+  CHECK(multiply_by_quantized_multiplier(-(1 << 30), tiny) == 0);
+  CHECK(multiply_by_quantized_multiplier(-(1 << 30) - 1, tiny) == -1);
 
-  // Against real arithmetic: within one unit (double rounding), and exactly
-  // the rounded product for most values.
+  // Against exact arithmetic with the quantized multiplier's own value
+  // m_q = multiplier * 2^(shift - 31): always floor(x * m_q + 1/2), which
+  // long double (64-bit mantissa) computes exactly for these operands.
   std::mt19937 rng(11);
-  std::uniform_int_distribution<int32_t> acc(-(1 << 20), 1 << 20);
-  std::uniform_real_distribution<double> mult(1e-4, 4.0);
-  int exact = 0, n = 2000;
-  for (int i = 0; i < n; ++i) {
+  std::uniform_int_distribution<int32_t> acc(-(1 << 24), 1 << 24);
+  std::uniform_real_distribution<double> mult(1e-6, 4.0);
+  for (int i = 0; i < 5000; ++i) {
     const int32_t x = acc(rng);
-    const double m = mult(rng);
-    const int32_t got = multiply_by_quantized_multiplier(x, quantize_multiplier(m));
-    const double want = static_cast<double>(x) * m;
-    CHECK(std::abs(got - want) <= 1.0);
-    exact += got == static_cast<int32_t>(std::round(want));
+    const QuantizedMultiplier m = quantize_multiplier(mult(rng));
+    const long double mq = std::ldexp(static_cast<long double>(m.multiplier), m.shift - 31);
+    const auto want = static_cast<int64_t>(std::floor(static_cast<long double>(x) * mq + 0.5L));
+    CAPTURE(x);
+    CAPTURE(m.multiplier);
+    CAPTURE(m.shift);
+    REQUIRE(multiply_by_quantized_multiplier(x, m) == want);
   }
-  CHECK(exact >= n * 95 / 100);
 }
