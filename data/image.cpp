@@ -10,9 +10,13 @@
 #include <cctype>
 #include <cerrno>
 #include <climits>
+#include <csetjmp>
+#include <cstdio>  // before jpeglib.h, which uses FILE
 #include <cstring>
 #include <memory>
 
+#include <jerror.h>
+#include <jpeglib.h>
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
@@ -103,36 +107,213 @@ std::string stb_reason() {
   return r ? r : "unknown error";
 }
 
+void check_pixels(int64_t w, int64_t h, const std::string& prefix) {
+  BONSAI_CHECK(w > 0 && h > 0 && w * h <= kMaxImagePixels,
+               prefix + "refusing a " + std::to_string(w) + "x" + std::to_string(h) +
+                   " image (more than 2^28 pixels, or empty)");
+}
+
 // Checks common to images and masks, before any pixel is decoded. Returns
-// the format; fills `png` for PNGs.
+// the format; for PNGs, fills `png` and checks the size from the header
+// (JPEG headers are read by JpegDecoder, which the caller makes).
 Format check_file(const uint8_t* bytes, size_t size, const std::string& prefix, PngHeader* png) {
   BONSAI_CHECK(size > 0, prefix + "empty file (0 bytes)");
   BONSAI_CHECK(size <= static_cast<size_t>(INT_MAX),
                prefix + "file of " + std::to_string(size) + " bytes is too large to decode (> 2 GiB)");
   Format f = sniff(bytes, size);
-  // Only JPEG and PNG reach stb_image: its other loaders (PNM, TGA, BMP,
-  // PSD, GIF, HDR, PIC) are not needed for any dataset bonsai reads, and
-  // fuzzing found a PNM header that crashes Debian's libstb (reading past
-  // the buffer), so they are not exposed to outside files.
+  // Only JPEG (to libjpeg) and PNG (to stb_image) are decoded: stb_image's
+  // other loaders (PNM, TGA, BMP, PSD, GIF, HDR, PIC) are not needed for any
+  // dataset bonsai reads, and fuzzing found a PNM header that crashes
+  // Debian's libstb (reading past the buffer), so they are not exposed to
+  // outside files.
   BONSAI_CHECK(f != Format::other, prefix + "cannot read the image header: not a JPEG or PNG file");
-  auto check_pixels = [&](int64_t w, int64_t h) {
-    BONSAI_CHECK(w > 0 && h > 0 && w * h <= kMaxImagePixels,
-                 prefix + "refusing a " + std::to_string(w) + "x" + std::to_string(h) +
-                     " image (more than 2^28 pixels, or empty)");
-  };
   if (f == Format::png) {
     // From our own IHDR parse: stb_image refuses some huge sizes itself,
     // with a less telling message.
     *png = validate_png(bytes, size, prefix);
-    check_pixels(png->width, png->height);
+    check_pixels(png->width, png->height, prefix);
+    int w = 0, h = 0, c = 0;
+    BONSAI_CHECK(stbi_info_from_memory(bytes, static_cast<int>(size), &w, &h, &c),
+                 prefix + "cannot read the PNG header: " + stb_reason() + " (corrupt file?)");
+    check_pixels(w, h, prefix);
   }
-  int w = 0, h = 0, c = 0;
-  BONSAI_CHECK(stbi_info_from_memory(bytes, static_cast<int>(size), &w, &h, &c),
-               prefix + "cannot read the " + format_name(f) + " header: " + stb_reason() +
-                   (f == Format::other ? " (not a JPEG or PNG file?)" : " (corrupt file?)"));
-  check_pixels(w, h);
   return f;
 }
+
+// --- JPEG: libjpeg(-turbo)'s classic API ---------------------------------
+//
+// libjpeg reports a fatal error by calling err->error_exit, which must not
+// return. Ours longjmps back into the function that called libjpeg. longjmp
+// skips C++ destructors, so the functions that setjmp (jpeg_open,
+// jpeg_start, jpeg_read_rows) hold only plain C data, call only libjpeg, and report
+// failure by returning false with the message in the session; the C++ side
+// (JpegDecoder below) turns that into a bonsai::Error and owns the cleanup.
+//
+// Warnings are refused too. libjpeg warns (emit_message, level -1) where it
+// can carry on over damaged data: a file cut short (it inserts a fake EOI
+// and fills the rest of the image with gray), a scan that ends early, a bad
+// Huffman code, bytes between markers, a restart marker out of place. Each
+// of those would give a tensor of partly made-up pixels without complaint,
+// so each is an error here. (turbojpeg's TJFLAG_STOPONWARNING does the same.)
+
+// A progressive JPEG may hold any number of scans, each a pass over the
+// whole image, so a small file can cost minutes of decoding. libjpeg-turbo's
+// own fuzzers and tools stop at 500 (turbojpeg's TJFLAG_LIMITSCANS); real
+// encoders write about 10.
+constexpr int kMaxJpegScans = 500;
+// libjpeg's working memory beyond the output rows: mostly a progressive or
+// multi-scan JPEG's whole-image coefficient buffer, 2 bytes per sample,
+// allocated when decoding starts. 1 GiB covers every image under
+// kMaxImagePixels in 4:2:0 (2^28 pixels -> 768 MiB); only a 4:4:4 or CMYK
+// progressive JPEG of more than ~180 megapixels needs more and is refused.
+// Above it, libjpeg-turbo's memory manager (jmemnobs.c) stops with
+// JERR_NO_BACKING_STORE instead of allocating.
+constexpr long kMaxJpegMemory = long{1} << 30;
+
+struct JpegSession {
+  jpeg_decompress_struct cinfo;
+  jpeg_error_mgr err;
+  jpeg_progress_mgr progress;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX + 64];
+};
+
+[[noreturn]] void jpeg_fail(j_common_ptr cinfo) {
+  auto* s = static_cast<JpegSession*>(cinfo->client_data);
+  if (cinfo->err->msg_code == JERR_NO_BACKING_STORE)
+    std::snprintf(s->message, sizeof s->message,
+                  "decoding needs more than %ld MiB of working memory (a progressive or "
+                  "multi-scan JPEG this large is refused)",
+                  kMaxJpegMemory >> 20);
+  else
+    (*cinfo->err->format_message)(cinfo, s->message);
+  std::longjmp(s->jump, 1);
+}
+
+void jpeg_message(j_common_ptr cinfo, int level) {
+  if (level < 0) jpeg_fail(cinfo);  // a warning: corrupt data (see above)
+  // level >= 0: trace messages, off by default; dropped.
+}
+
+void jpeg_progress(j_common_ptr cinfo) {
+  auto* d = reinterpret_cast<j_decompress_ptr>(cinfo);
+  if (d->input_scan_number > kMaxJpegScans) {
+    auto* s = static_cast<JpegSession*>(cinfo->client_data);
+    std::snprintf(s->message, sizeof s->message, "progressive JPEG with more than %d scans",
+                  kMaxJpegScans);
+    std::longjmp(s->jump, 1);
+  }
+}
+
+// Creates the decompressor on `s` (zero-initialised by the caller) and reads
+// the header. false: s->message says why. jpeg_destroy_decompress(&s->cinfo)
+// is the caller's, whatever this returns.
+bool jpeg_open(JpegSession* s, const uint8_t* bytes, size_t size) {
+  s->cinfo.err = jpeg_std_error(&s->err);
+  s->err.error_exit = jpeg_fail;
+  s->err.emit_message = jpeg_message;
+  s->cinfo.client_data = s;  // jpeg_create_decompress keeps err and client_data
+  s->progress.progress_monitor = jpeg_progress;
+  if (setjmp(s->jump)) return false;
+  jpeg_create_decompress(&s->cinfo);
+  s->cinfo.mem->max_memory_to_use = kMaxJpegMemory;
+  s->cinfo.progress = &s->progress;
+  jpeg_mem_src(&s->cinfo, bytes, static_cast<unsigned long>(size));
+  jpeg_read_header(&s->cinfo, TRUE);  // TRUE: a tables-only file is an error
+  return true;
+}
+
+// Starts decoding the image whose header jpeg_open read: RGB out, gray
+// replicated by libjpeg, CMYK and YCCK (Adobe's 4-channel JPEGs) as CMYK, which
+// jpeg_read_rows converts. For progressive and multi-scan JPEGs this reads
+// every scan into libjpeg's coefficient buffer, so most damage and the memory
+// limit are met here, before the caller allocates the output.
+// false: s->message says why.
+bool jpeg_start(JpegSession* s) {
+  if (setjmp(s->jump)) return false;
+  j_decompress_ptr c = &s->cinfo;
+  const bool cmyk = c->jpeg_color_space == JCS_CMYK || c->jpeg_color_space == JCS_YCCK;
+  c->out_color_space = cmyk ? JCS_CMYK : JCS_RGB;  // any other: libjpeg refuses the conversion
+  jpeg_start_decompress(c);
+  if (c->output_width != c->image_width || c->output_height != c->image_height ||
+      c->output_components != (cmyk ? 4 : 3)) {
+    std::snprintf(s->message, sizeof s->message, "unexpected output format from libjpeg");
+    return false;
+  }
+  return true;
+}
+
+// Reads every row into `out`, u8 [H, W, 3] (image_height x image_width x 3
+// bytes), then on to the EOI marker. CMYK is stored inverted (Adobe), and
+// converted as stb_image and PIL do: R = C * K / 255.
+// false: s->message says why; `out` may then hold part of an image.
+bool jpeg_read_rows(JpegSession* s, uint8_t* out) {
+  if (setjmp(s->jump)) return false;
+  j_decompress_ptr c = &s->cinfo;
+  const bool cmyk = c->out_color_space == JCS_CMYK;
+  const JDIMENSION w = c->output_width;
+  JSAMPARRAY row = cmyk ? (*c->mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(c), JPOOL_IMAGE,
+                                                  w * 4, 1)
+                        : nullptr;
+  while (c->output_scanline < c->output_height) {
+    uint8_t* dst = out + size_t{c->output_scanline} * w * 3;
+    JSAMPROW target = cmyk ? row[0] : dst;
+    if (jpeg_read_scanlines(c, &target, 1) != 1) {
+      // Only a suspending data source returns 0; the memory source never does.
+      std::snprintf(s->message, sizeof s->message, "libjpeg returned no scanline");
+      return false;
+    }
+    if (cmyk) {
+      const uint8_t* p = row[0];
+      for (JDIMENSION x = 0; x < w; ++x, p += 4, dst += 3) {
+        for (int k = 0; k < 3; ++k) {
+          const unsigned t = unsigned{p[k]} * p[3] + 128;  // p[k] * p[3] / 255, rounded
+          dst[k] = static_cast<uint8_t>((t + (t >> 8)) >> 8);
+        }
+      }
+    }
+  }
+  jpeg_finish_decompress(c);  // reads to EOI: a file cut after the last row still fails here
+  return true;
+}
+
+// The C++ side of the three functions above: errors become bonsai::Errors
+// naming the file, and the decompressor is destroyed on every path.
+class JpegDecoder {
+ public:
+  JpegDecoder(const uint8_t* bytes, size_t size, const std::string& prefix) : prefix_(prefix) {
+    BONSAI_CHECK(jpeg_open(&s_, bytes, size),
+                 prefix_ + "cannot read the JPEG header: " + s_.message + " (corrupt file?)");
+    check_pixels(width(), height(), prefix_);
+  }
+
+  int64_t width() const { return s_.cinfo.image_width; }
+  int64_t height() const { return s_.cinfo.image_height; }
+  // As stb_image counted them: 1 for gray, 3 for colour (YCbCr, RGB, CMYK).
+  int channels() const { return s_.cinfo.num_components >= 3 ? 3 : 1; }
+
+  Tensor decode() {
+    const std::string fail = prefix_ + "cannot decode JPEG: ";
+    BONSAI_CHECK(jpeg_start(&s_), fail + s_.message + " (corrupt or truncated file)");
+    Tensor out = Tensor::empty({height(), width(), 3}, DType::u8);  // [H, W, 3]
+    BONSAI_CHECK(jpeg_read_rows(&s_, out.data<uint8_t>()),
+                 fail + s_.message + " (corrupt or truncated file)");
+    return out;
+  }
+
+ private:
+  // A member, so the decompressor is destroyed also when the constructor
+  // throws (a class's own destructor would not run then).
+  struct Owner {
+    JpegSession s{};  // zeroed: jpeg_destroy_decompress is safe before creation
+    Owner() = default;
+    Owner(const Owner&) = delete;
+    Owner& operator=(const Owner&) = delete;
+    ~Owner() { jpeg_destroy_decompress(&s.cinfo); }
+  } owner_;
+  JpegSession& s_ = owner_.s;
+  std::string prefix_;
+};
 
 struct StbFree {
   void operator()(void* p) const { stbi_image_free(p); }
@@ -248,20 +429,28 @@ bool has_image_extension(const std::string& filename) {
   return ext == "jpg" || ext == "jpeg" || ext == "png";
 }
 
+ImageInfo read_image_info_memory(const uint8_t* bytes, size_t size, const std::string& name) {
+  const std::string prefix = where("image", name);
+  PngHeader png;
+  if (check_file(bytes, size, prefix, &png) == Format::jpeg) {
+    JpegDecoder jpeg(bytes, size, prefix);
+    return {.height = jpeg.height(), .width = jpeg.width(), .channels = jpeg.channels()};
+  }
+  int w = 0, h = 0, c = 0;
+  stbi_info_from_memory(bytes, static_cast<int>(size), &w, &h, &c);
+  return {.height = h, .width = w, .channels = c};
+}
+
 ImageInfo read_image_info(const std::string& path) {
   std::vector<uint8_t> bytes = read_file_bytes(path);
-  const std::string prefix = where("image", path);
-  PngHeader png;
-  check_file(bytes.data(), bytes.size(), prefix, &png);
-  int w = 0, h = 0, c = 0;
-  stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &c);
-  return {.height = h, .width = w, .channels = c};
+  return read_image_info_memory(bytes.data(), bytes.size(), path);
 }
 
 Tensor decode_image_memory(const uint8_t* bytes, size_t size, const std::string& name) {
   const std::string prefix = where("image", name);
   PngHeader png;
   Format f = check_file(bytes, size, prefix, &png);
+  if (f == Format::jpeg) return JpegDecoder(bytes, size, prefix).decode();
   int w = 0, h = 0, c = 0;
   StbPixels px = stb_load(bytes, size, &w, &h, &c, 3, prefix, f);
   Tensor out = Tensor::empty({h, w, 3}, DType::u8);  // [H, W, 3]

@@ -1,6 +1,7 @@
 // Image files: decoding JPEG/PNG into u8 RGB tensors, decoding segmentation
 // masks into class indices, and writing JPEG and PNG files atomically.
-// Other formats stb_image could read (PNM, BMP, GIF, ...) are refused.
+// JPEG is decoded by libjpeg-turbo, PNG by stb_image; other formats (PNM,
+// BMP, GIF, ...) are refused.
 //
 //   Tensor img = data::decode_image("JPEGImages/2007_000032.jpg");   // u8 [H, W, 3]
 //   Tensor mask = data::decode_mask("SegmentationClass/2007_000032.png");  // u8 [H, W]
@@ -14,18 +15,23 @@
 //     IEND must be present. stb_image skips CRCs and decodes a PNG cut just
 //     before IEND, and a flipped bit inside IDAT often decodes to wrong pixels
 //     without complaint; for masks that would mean silently wrong labels.
-//   - JPEG: stb_image's own checks (it refuses a file cut anywhere, including
-//     one missing only its EOI marker). JPEG has no checksum, so a flipped bit
-//     in the entropy-coded data can decode to wrong pixels; no decoder can
-//     tell, and neither can we.
-//   - absurd sizes: the header is read (stbi_info) before decoding and images
-//     over kMaxImagePixels pixels are refused before anything that size is
+//   - JPEG: libjpeg's errors, and its warnings too: where libjpeg would carry
+//     on over damaged data (a file cut anywhere, including one missing only
+//     its EOI marker; a scan that ends early; a bad Huffman code; stray bytes
+//     between markers) the file is refused instead of decoded into partly
+//     made-up pixels. JPEG has no checksum, so a flipped bit in the
+//     entropy-coded data that still decodes cleanly gives wrong pixels; no
+//     decoder can tell, and neither can we. Progressive JPEGs with more than
+//     500 scans, or needing more than 1 GiB of decoder memory, are refused.
+//   - absurd sizes: the header is read before decoding and images over
+//     kMaxImagePixels pixels are refused before anything that size is
 //     allocated.
-// Anything stb_image cannot decode is reported with stbi_failure_reason().
+// The message carries libjpeg's or stb_image's reason.
 //
 // The format is told by the bytes, never the name: ImageNet's train set holds
-// a PNG named .JPEG and a few CMYK JPEGs, and stb_image reads both. EXIF
-// orientation is ignored, as TF's decode_jpeg and PIL do by default.
+// a PNG named .JPEG and a few CMYK JPEGs; both are read (CMYK/YCCK converted
+// to RGB as stb_image and PIL do). EXIF orientation is ignored, as TF's
+// decode_jpeg and PIL do by default.
 //
 // Masks. Pascal VOC stores SegmentationClass as palette PNGs whose palette is
 // the standard VOC colormap (index i -> voc_color(i); 0 background = black,
@@ -36,8 +42,9 @@
 // write_mask_png writes RGB PNGs in the VOC colours; decode_mask reads both,
 // and so does any tool that knows the VOC colormap.
 //
-// Thread safety: decoding is reentrant (stb_image keeps its failure reason
-// per thread); nothing here touches stb's global flags.
+// Thread safety: decoding is reentrant (each JPEG decode has its own libjpeg
+// state; stb_image keeps its failure reason per thread); nothing here touches
+// stb's global flags.
 #pragma once
 
 #include <array>
@@ -56,12 +63,15 @@ inline constexpr int64_t kMaxImagePixels = int64_t{1} << 28;
 
 struct ImageInfo {
   int64_t height = 0, width = 0;
-  int channels = 0;  // as stored: 1 gray, 2 gray+alpha, 3 RGB (and palette), 4 RGBA
+  // As stored: 1 gray, 2 gray+alpha, 3 RGB (and palette; JPEG's YCbCr, RGB
+  // and CMYK), 4 RGBA.
+  int channels = 0;
 };
 
 // The header of an image file, without decoding the pixels. Same checks on
-// the file as decode_image (the PNG structure included).
+// the file as decode_image (the PNG structure, the size limit included).
 ImageInfo read_image_info(const std::string& path);
+ImageInfo read_image_info_memory(const uint8_t* bytes, size_t size, const std::string& name);
 
 // Decodes an image into u8 [H, W, 3] RGB; gray is replicated, alpha dropped
 // (not composited), 16-bit samples reduced to 8.

@@ -8,8 +8,8 @@ BONSAI_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # which then trains single-process; with it, training runs data-parallel
 # under mpirun and scripts/test checks that (docs/distributed.md).
 BONSAI_PACKAGES=(g++ pkg-config cmake meson ninja-build libdnnl-dev libopenblas-dev libstb-dev
-                 nlohmann-json3-dev doctest-dev zlib1g-dev dataset-fashion-mnist libflatbuffers-dev
-                 libopenmpi-dev openmpi-bin)
+                 libjpeg-dev nlohmann-json3-dev doctest-dev zlib1g-dev dataset-fashion-mnist
+                 libflatbuffers-dev libopenmpi-dev openmpi-bin)
 # The PyTorch peer, used by tests that compare whole models with torchvision.
 BONSAI_TEST_PACKAGES=(python3-torch python3-torchvision python3-numpy python3-onnx)
 
