@@ -6,6 +6,8 @@
 // copies a few); everything else is made here.
 #include <zlib.h>
 
+#include <cstdio>  // before jpeglib.h
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +18,8 @@
 #include "data/image.h"
 #include "fuzz/fuzz_util.h"
 #include "quant/int8_model.h"
+
+#include <jpeglib.h>
 
 using namespace bonsai;
 namespace fs = std::filesystem;
@@ -33,6 +37,41 @@ void put(const fs::path& path, const std::string& bytes) {
 }
 
 std::string str(const std::vector<uint8_t>& v) { return std::string(v.begin(), v.end()); }
+
+// JPEG kinds stb_image_write cannot make, written by libjpeg (which bonsai
+// decodes with): `components` 1 (gray), 3 (RGB) or 4 (CMYK, stored as Adobe
+// does), optionally progressive, with restart markers every `restart` MCUs.
+// The pixels are a ramp; any libjpeg error exits (valid parameters only).
+std::string libjpeg_seed(int w, int h, int components, bool progressive, int restart) {
+  jpeg_compress_struct c{};
+  jpeg_error_mgr err{};
+  c.err = jpeg_std_error(&err);
+  jpeg_create_compress(&c);
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&c, &buf, &size);
+  c.image_width = static_cast<JDIMENSION>(w);
+  c.image_height = static_cast<JDIMENSION>(h);
+  c.input_components = components;
+  c.in_color_space = components == 1 ? JCS_GRAYSCALE : components == 4 ? JCS_CMYK : JCS_RGB;
+  jpeg_set_defaults(&c);
+  if (components == 4) jpeg_set_colorspace(&c, JCS_CMYK);
+  jpeg_set_quality(&c, 80, TRUE);
+  if (progressive) jpeg_simple_progression(&c);
+  c.restart_interval = static_cast<unsigned>(restart);
+  jpeg_start_compress(&c, TRUE);
+  std::vector<uint8_t> row(static_cast<size_t>(w) * components);
+  while (c.next_scanline < c.image_height) {
+    for (size_t i = 0; i < row.size(); ++i) row[i] = static_cast<uint8_t>(i * 37 + c.next_scanline * 11);
+    JSAMPROW r = row.data();
+    jpeg_write_scanlines(&c, &r, 1);
+  }
+  jpeg_finish_compress(&c);
+  std::string out(reinterpret_cast<const char*>(buf), size);
+  jpeg_destroy_compress(&c);
+  std::free(buf);
+  return out;
+}
 
 Tensor ramp(const Shape& shape, DType dtype) {
   Tensor t = Tensor::zeros(shape, dtype);
@@ -134,12 +173,18 @@ int main(int argc, char** argv) {
   put(out / "idx/f32.idx.gz", gzip(idx(0x0D, {2, 2}, 4)));
   put(out / "idx/s8.idx", idx(0x09, {1, 1, 1, 2, 2}, 1));
 
-  // Images (first byte 0: image, 1: mask), bytes from bonsai's encoders.
+  // Images (first byte 0: image, 1: mask), bytes from bonsai's encoders,
+  // and JPEG kinds only libjpeg writes (true gray, CMYK, progressive with
+  // restart markers), so the fuzzer starts from them too.
   Tensor rgb = ramp({8, 6, 3}, DType::u8), gray = ramp({5, 7}, DType::u8);
-  put(out / "image/rgb.jpg", "\x00" + str(data::encode_jpeg(rgb, {.quality = 90})));
+  // (The mode byte is std::string(1, 0): a "\x00" literal is an empty string.)
+  put(out / "image/rgb.jpg", std::string(1, '\0') + str(data::encode_jpeg(rgb, {.quality = 90})));
   put(out / "image/gray.jpg", std::string(1, '\0') + str(data::encode_jpeg(gray)));
   put(out / "image/rgb.png", std::string(1, '\0') + str(data::encode_png(rgb)));
   put(out / "image/gray.png", std::string(1, '\0') + str(data::encode_png(gray)));
+  put(out / "image/gray1.jpg", std::string(1, '\0') + libjpeg_seed(7, 5, 1, false, 0));
+  put(out / "image/cmyk.jpg", std::string(1, '\0') + libjpeg_seed(9, 6, 4, false, 0));
+  put(out / "image/progressive-restart.jpg", std::string(1, '\0') + libjpeg_seed(20, 18, 3, true, 1));
   Tensor mask = Tensor::zeros({6, 5}, DType::u8);
   for (int i = 0; i < 30; ++i) mask.data<uint8_t>()[i] = i % 3 == 0 ? 255 : i % 21;
   data::write_mask_png(tmp + "/m.png", mask);
