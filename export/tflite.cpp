@@ -285,7 +285,8 @@ constexpr int kDepthwiseVersion = 3;      // per-channel int8
 constexpr int kFullyConnectedVersion = 4; // int8
 constexpr int kInt8Version = 2;           // ADD, MUL, pools, MEAN, CONCATENATION, RELU, RELU6, LOGISTIC, PADV2, QUANTIZE, DEQUANTIZE
 constexpr int kResizeVersion = 3;         // half_pixel_centers
-constexpr int kV1 = 1;                    // RESHAPE, HARD_SWISH, DENSIFY
+constexpr int kV1 = 1;                    // RESHAPE, HARD_SWISH, DENSIFY, CAST, int32 ADD
+constexpr int kGatherVersion = 2;         // int8 params
 
 // One spatial axis of a window op: TFLite can express our explicit padding
 // as SAME or VALID when the pads and output size agree with its formulas.
@@ -594,7 +595,25 @@ class Exporter {
     requantize(mid, value(op.output));
   }
 
+  // The op's own 256-entry table, looked up by TFLite: CAST the codes to
+  // int32, ADD 128, GATHER from the table (int8, on the output's grid), so
+  // the runtime computes exactly bonsai's codes.
+  void gather_table(const Int8Op& op) {
+    BONSAI_CHECK(op.table.numel() == 256, "TFLite export: lookup from '" + op.source + "' has no 256-entry table");
+    const std::vector<int32_t> shape = g_.tensor(value(op.inputs[0])).shape;
+    const int wide = g_.add_tensor({.shape = shape, .type = s::kInt32, .name = op.source + ".codes"});
+    g_.add_op(s::kCast, kV1, {value(op.inputs[0])}, {wide});
+    const int index = g_.add_tensor({.shape = shape, .type = s::kInt32, .name = op.source + ".index"});
+    g_.add_op(s::kAdd, kV1, {wide, g_.add_int32_constant(op.source + ".offset", {128})}, {index}, s::kAddOptions,
+              {{s::add_options::fused_activation, s::kActNone, 1}});
+    const int table = g_.add_constant(op.source + ".table", {256}, s::kInt8, op.table.data<int8_t>(), 256,
+                                      per_tensor(m_.values()[op.output].quant));
+    g_.add_op(s::kGather, kGatherVersion, {table, index}, {value(op.output)}, s::kGatherOptions,
+              {{s::gather_options::axis, 0, 4}, {s::gather_options::batch_dims, 0, 4}});
+  }
+
   void lookup(size_t i, const Int8Op& op) {
+    if (!options_.native_activations) return gather_table(op);
     BONSAI_CHECK(!op.function.empty(), where(i, op) + ": the file does not record which function the table computes "
                                                       "(converted before it was recorded); re-convert the model");
     if (op.function == "relu") return unary(op, s::kRelu, kInt8Version);

@@ -11,7 +11,8 @@
 // DEPTHWISE_CONV_2D (per-channel int8 weights, int32 bias), with SAME/VALID
 // when the pads agree with TF's, else an explicit PADV2; the fused clamp
 // must be TFLite's NONE/RELU/RELU6 on the output grid; fully_connected →
-// [RESHAPE] FULLY_CONNECTED; add/mul → ADD/MUL; lookup tables by their
+// [RESHAPE] FULLY_CONNECTED; add/mul → ADD/MUL; lookup tables → the table
+// itself (CAST, ADD 128, GATHER), or with native_activations by their
 // function → RELU / RELU6 / HARD_SWISH / LOGISTIC, hard_sigmoid as ADD 3
 // (fused RELU6) then MUL 1/6; mean → MEAN; pools → AVERAGE/MAX_POOL_2D;
 // resize → RESIZE_BILINEAR (half-pixel); concat → CONCATENATION; requantize
@@ -36,6 +37,14 @@ struct TfliteOptions {
   // <= 256), a third with uint16. TFLite's DENSIFY kernel takes int8, and
   // tfjs-tflite 0.0.1-alpha.10 runs it, giving the dense file's outputs.
   bool sparse = true;
+  // Lookup ops (hard_swish, hard_sigmoid, sigmoid, unfused relu/relu6) as
+  // TFLite's own activation ops instead of bonsai's table. Those ops round
+  // differently (HARD_SWISH in 16-bit fixed point, hard_sigmoid in three
+  // requantized steps), so outputs move by a step here and there and deep
+  // nets carry it on: MobileNetV3-Large's logits then agree with bonsai
+  // within a step on 63% of elements instead of 99%. What delegates that
+  // lack GATHER (GPU, NNAPI, Edge TPU) need.
+  bool native_activations = false;
 };
 
 std::vector<uint8_t> to_tflite(const quant::Int8Model& model, const TfliteOptions& options = {});

@@ -51,6 +51,8 @@ enum BuiltinOperator : int32_t {
   kReshape = 22,
   kResizeBilinear = 23,
   kMean = 40,
+  kGather = 36,
+  kCast = 53,
   kPadV2 = 60,
   kQuantize = 114,
   kHardSwish = 117,
@@ -71,6 +73,7 @@ enum BuiltinOptions : uint8_t {
   kResizeBilinearOptions = 15,
   kReshapeOptions = 17,
   kMulOptions = 21,
+  kGatherOptions = 23,
   kReducerOptions = 27,
 };
 
@@ -133,6 +136,9 @@ constexpr int align_corners = 2, half_pixel_centers = 3;
 }
 namespace reshape_options {
 constexpr int new_shape = 0;
+}
+namespace gather_options {
+constexpr int axis = 0, batch_dims = 1;
 }
 namespace reducer_options {
 constexpr int keep_dims = 0;

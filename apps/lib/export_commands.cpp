@@ -20,9 +20,11 @@
 
 namespace bonsai::apps {
 
-const char* kExportUsage = R"(  bonsai export --format tflite|onnx --int8 M.safetensors --out F [--dense]
+const char* kExportUsage = R"(  bonsai export --format tflite|onnx --int8 M.safetensors --out F [--dense] [--native-activations]
       The int8 model (bonsai convert / ptq / QAT) as a TFLite flatbuffer (NHWC,
-      sparse weights where smaller unless --dense) or an ONNX QDQ graph (NCHW).
+      sparse weights where smaller unless --dense; lookup tables as GATHER,
+      or with --native-activations as HARD_SWISH / LOGISTIC / ADD+RELU6+MUL,
+      which round differently) or an ONNX QDQ graph (NCHW).
   bonsai export sample --config C.json --out DIR [--count 0]
       The config's validation images (eval preprocessing) as DIR/images.f32
       (float32 NHWC), labels as DIR/labels.i32, and DIR/meta.json; count 0: all.
@@ -176,7 +178,8 @@ int export_run(int argc, char** argv) {
 int export_command(int argc, char** argv) {
   if (argc >= 3 && std::strcmp(argv[2], "sample") == 0) return export_sample(argc, argv);
   if (argc >= 3 && std::strcmp(argv[2], "run") == 0) return export_run(argc, argv);
-  Args a(argc, argv, 2, {{"format", ""}, {"int8", ""}, {"out", ""}, {"dense", "false"}});
+  Args a(argc, argv, 2, {{"format", ""}, {"int8", ""}, {"out", ""}, {"dense", "false"},
+                                 {"native-activations", "false"}});
   const std::string format = a.get("format");
   BONSAI_CHECK(format == "tflite" || format == "onnx",
                "bonsai export needs --format tflite or --format onnx (got '" + format + "')");
@@ -184,7 +187,8 @@ int export_command(int argc, char** argv) {
                "bonsai export needs --int8 M.safetensors (float export is not implemented yet) and --out");
   const quant::Int8Model m = quant::Int8Model::load(a.get("int8"));
   if (format == "tflite")
-    exporters::write_tflite(m, a.get("out"), {.sparse = !a.get_bool("dense")});
+    exporters::write_tflite(m, a.get("out"), {.sparse = !a.get_bool("dense"),
+                                              .native_activations = a.get_bool("native-activations")});
   else
     exporters::write_onnx(m, a.get("out"));
   std::printf("wrote %s (%s, %zu int8 ops, %.2f MiB)\n", a.get("out").c_str(), format.c_str(), m.ops().size(),

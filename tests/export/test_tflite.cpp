@@ -10,6 +10,7 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include <cstring>
 #include <random>
 
 #include "core/autograd.h"
@@ -165,7 +166,7 @@ Table op_input(const Table& subgraph, size_t op, size_t input) {
 
 TEST_CASE("tflite: a small int8 model becomes the expected graph with TFLite's layouts and quantization") {
   Int8Model m = small_model();
-  Tflite f(exporters::to_tflite(m, {.sparse = false}));
+  Tflite f(exporters::to_tflite(m, {.sparse = false, .native_activations = true}));
   const Table model = f.model();
   CHECK(model.scalar<uint32_t>(s::model::version) == 3u);
   const std::vector<Table> buffers = model.tables(s::model::buffers);
@@ -256,6 +257,49 @@ TEST_CASE("tflite: a small int8 model becomes the expected graph with TFLite's l
   }
 }
 
+TEST_CASE("tflite: lookup tables become CAST, ADD 128, GATHER from bonsai's own table") {
+  Int8Model m = small_model();
+  const Int8Op& lookup = m.ops().at(3);
+  REQUIRE(lookup.type == Int8OpType::lookup);
+  Tflite f(exporters::to_tflite(m, {.sparse = false}));
+  const Table model = f.model();
+  CHECK(op_codes(model) == std::vector<int32_t>{s::kQuantize, s::kConv2d, s::kDepthwiseConv2d, s::kCast, s::kAdd,
+                                                s::kGather, s::kMaxPool2d, s::kMean, s::kReshape,
+                                                s::kFullyConnected, s::kDequantize});
+  const Table g = model.tables(s::model::subgraphs)[0];
+  const std::vector<Table> ops = g.tables(s::subgraph::operators);
+  const std::vector<Table> tensors = g.tables(s::subgraph::tensors);
+  // CAST reads the depthwise output; ADD adds the int32 constant 128 to it.
+  CHECK(ops[3].vec<int32_t>(s::op::inputs) == ops[2].vec<int32_t>(s::op::outputs));
+  const Table wide = tensors.at(ops[3].vec<int32_t>(s::op::outputs).at(0));
+  CHECK(wide.scalar<int8_t>(s::tensor::type) == s::kInt32);
+  CHECK(ops[4].vec<int32_t>(s::op::inputs).at(0) == ops[3].vec<int32_t>(s::op::outputs).at(0));
+  const Table offset = op_input(g, 4, 1);
+  CHECK(offset.scalar<int8_t>(s::tensor::type) == s::kInt32);
+  const std::vector<int8_t> offset_bytes = buffer_of(model, offset);
+  REQUIRE(offset_bytes.size() == 4);
+  int32_t offset_value = 0;
+  std::memcpy(&offset_value, offset_bytes.data(), 4);
+  CHECK(offset_value == 128);
+  // GATHER: params are the table's 256 codes on the output grid, indices the ADD's result.
+  const Table table = op_input(g, 5, 0);
+  CHECK(table.vec<int32_t>(s::tensor::shape) == std::vector<int32_t>{256});
+  CHECK(table.scalar<int8_t>(s::tensor::type) == s::kInt8);
+  const int8_t* codes = lookup.table.data<int8_t>();
+  CHECK(buffer_of(model, table) == std::vector<int8_t>(codes, codes + 256));
+  const AffineQuant& q = m.values()[lookup.output].quant;
+  CHECK(table.table(s::tensor::quantization).vec<float>(s::quantization::scale) == std::vector<float>{q.scale});
+  CHECK(op_input(g, 5, 1).str(s::tensor::name) == tensors.at(ops[4].vec<int32_t>(s::op::outputs).at(0)).str(s::tensor::name));
+  const Table y = tensors.at(ops[5].vec<int32_t>(s::op::outputs).at(0));
+  CHECK(y.table(s::tensor::quantization).vec<int64_t>(s::quantization::zero_point) ==
+        std::vector<int64_t>{q.zero_point});
+  CHECK(ops[5].table(s::op::builtin_options).scalar<int32_t>(s::gather_options::axis) == 0);
+  // A file converted before lookups recorded their function exports as well:
+  // the table is all the GATHER needs.
+  Int8Model old = with_ops(m, [](std::vector<Int8Op>& o) { o.at(3).function.clear(); });
+  CHECK_NOTHROW(exporters::to_tflite(old));
+}
+
 TEST_CASE("tflite: sparse weights are stored CSR with a DENSIFY op and decode to the dense weights") {
   auto net = std::make_shared<Sequential>();
   net->push(std::make_shared<Conv2d>(Conv2dOptions{.in = 3, .out = 16, .kernel = 3, .seed = 1}), "conv0");
@@ -305,12 +349,13 @@ TEST_CASE("tflite: what has no TFLite form is refused, naming the op") {
   Int8Model m = small_model();
   SUBCASE("a table without its function (files converted before it was recorded)") {
     Int8Model old = with_ops(m, [](std::vector<Int8Op>& ops) { ops.at(3).function.clear(); });
-    CHECK_THROWS_WITH_AS(exporters::to_tflite(old), doctest::Contains("op 3 (lookup from 'act1')"), Error);
-    CHECK_THROWS_WITH_AS(exporters::to_tflite(old), doctest::Contains("re-convert the model"), Error);
+    const exporters::TfliteOptions native{.native_activations = true};
+    CHECK_THROWS_WITH_AS(exporters::to_tflite(old, native), doctest::Contains("op 3 (lookup from 'act1')"), Error);
+    CHECK_THROWS_WITH_AS(exporters::to_tflite(old, native), doctest::Contains("re-convert the model"), Error);
   }
   SUBCASE("a table of a function TFLite has no op for") {
     Int8Model odd = with_ops(m, [](std::vector<Int8Op>& ops) { ops.at(3).function = "gelu"; });
-    CHECK_THROWS_WITH_AS(exporters::to_tflite(odd), doctest::Contains("'gelu'"), Error);
+    CHECK_THROWS_WITH_AS(exporters::to_tflite(odd, {.native_activations = true}), doctest::Contains("'gelu'"), Error);
   }
   SUBCASE("a clamp that is no fused activation") {
     Int8Model odd = with_ops(m, [](std::vector<Int8Op>& ops) { ops.at(1).act_max = 3; });
