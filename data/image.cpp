@@ -145,8 +145,8 @@ Format check_file(const uint8_t* bytes, size_t size, const std::string& prefix, 
 // libjpeg reports a fatal error by calling err->error_exit, which must not
 // return. Ours longjmps back into the function that called libjpeg. longjmp
 // skips C++ destructors, so the functions that setjmp (jpeg_open,
-// jpeg_start, jpeg_read_rows) hold only plain C data, call only libjpeg, and report
-// failure by returning false with the message in the session; the C++ side
+// jpeg_start, jpeg_read_rows) hold only plain C data, call only libjpeg, and
+// report failure by returning false with the message in the session; the C++ side
 // (JpegDecoder below) turns that into a bonsai::Error and owns the cleanup.
 //
 // Warnings are refused too. libjpeg warns (emit_message, level -1) where it
@@ -164,10 +164,12 @@ constexpr int kMaxJpegScans = 500;
 // libjpeg's working memory beyond the output rows: mostly a progressive or
 // multi-scan JPEG's whole-image coefficient buffer, 2 bytes per sample,
 // allocated when decoding starts. 1 GiB covers every image under
-// kMaxImagePixels in 4:2:0 (2^28 pixels -> 768 MiB); only a 4:4:4 or CMYK
-// progressive JPEG of more than ~180 megapixels needs more and is refused.
-// Above it, libjpeg-turbo's memory manager (jmemnobs.c) stops with
-// JERR_NO_BACKING_STORE instead of allocating.
+// kMaxImagePixels in gray or 4:2:0 (2^28 pixels -> 768 MiB); only a
+// progressive or multi-scan JPEG in 4:4:4 above ~179 megapixels (6 bytes a
+// pixel) or CMYK above ~134 (8) needs more, and is refused: above the limit
+// libjpeg-turbo's memory manager (jmemnobs.c) stops with
+// JERR_NO_BACKING_STORE instead of allocating. A header that lies costs
+// nothing then, since this runs before bonsai allocates the output.
 constexpr long kMaxJpegMemory = long{1} << 30;
 
 struct JpegSession {
