@@ -464,12 +464,212 @@ class Exporter {
   std::string where_, doc_, prefix_;  // the op being exported: for errors, node doc strings, tensor names
 };
 
+// The float graph (export/float_graph.h) in ONNX's NCHW layout: float
+// initializers, one node (or two, with a fused clamp) per op.
+class FloatExporter {
+ public:
+  explicit FloatExporter(const FloatGraph& g) : g_(g) {
+    names_.push_back("input");
+    for (size_t v = 1; v < g.values.size(); ++v)
+      names_.push_back(static_cast<int>(v) == g.output ? std::string("output")
+                                                        : g.values[v].name + "#" + std::to_string(v));
+  }
+
+  std::vector<uint8_t> run() {
+    g_.validate();
+    graph_.add_string(field::graph::name, "bonsai");
+    graph_.add_message(field::graph::input, value_info("input", onnx_dims(g_.input().shape)));
+    for (size_t i = 0; i < g_.ops.size(); ++i) {
+      const FloatOp& o = g_.ops[i];
+      doc_ = "op " + std::to_string(i) + " (" + float_op_name(o.type) + " from " + o.source + ")";
+      where_ = "ONNX float export: " + doc_;
+      prefix_ = "op" + std::to_string(i);
+      op(o);
+    }
+    graph_.add_message(field::graph::output, value_info("output", onnx_dims(g_.values[g_.output].shape)));
+    Message opset;
+    opset.add_string(field::opset::domain, "");
+    opset.add_int(field::opset::version, kOpsetVersion);
+    Message model;
+    model.add_int(field::model::ir_version, kIrVersion);
+    model.add_string(field::model::producer_name, "bonsai");
+    model.add_message(field::model::graph, graph_);
+    model.add_message(field::model::opset_import, opset);
+    return model.release();
+  }
+
+ private:
+  void op(const FloatOp& o) {
+    const std::string& y = names_[o.output];
+    const std::string x = names_[o.inputs.at(0)];
+    switch (o.type) {
+      case FloatOpType::conv: return conv(o);
+      case FloatOpType::fully_connected: {
+        const int64_t n_in = o.weights.dim(0), n_out = o.weights.dim(1);
+        BONSAI_CHECK(g_.values[o.inputs[0]].shape.size() == 1, where_ + ": Gemm reads an [in] vector per image");
+        const std::string w = constant(prefix_ + ".weights", {n_in, n_out}, o.weights.data<float>());
+        const std::string b = constant(prefix_ + ".bias", {n_out}, o.bias.data<float>());
+        return activated(o, "Gemm", {x, w, b}, {});
+      }
+      case FloatOpType::add: return activated(o, "Add", {x, names_[o.inputs.at(1)]}, {});
+      case FloatOpType::mul: return activated(o, "Mul", {x, names_[o.inputs.at(1)]}, {});
+      case FloatOpType::activation:
+        BONSAI_CHECK(o.activation != FloatActivation::none, where_ + ": an activation op without a function");
+        activation(o.activation, x, y);
+        return;
+      case FloatOpType::mean: node("GlobalAveragePool", {x}, {y}); return;
+      case FloatOpType::avg_pool:
+      case FloatOpType::max_pool: {
+        const FloatGeometry& g = o.geometry;
+        std::vector<Message> attrs{attr_ints("kernel_shape", {g.kh, g.kw}),
+                                   attr_ints("strides", {g.stride_h, g.stride_w}),
+                                   attr_ints("pads", {g.pad_top, g.pad_left, g.pad_bottom, g.pad_right})};
+        if (o.type == FloatOpType::avg_pool) attrs.push_back(attr_int("count_include_pad", 0));  // TF's average
+        return activated(o, o.type == FloatOpType::avg_pool ? "AveragePool" : "MaxPool", {x}, attrs);
+      }
+      case FloatOpType::resize: {
+        const auto& ys = g_.values[o.output].shape;
+        const std::string batch_channels =
+            node("Shape", {x}, {prefix_ + ".batch_channels"}, {attr_int("start", 0), attr_int("end", 2)});
+        const std::vector<int64_t> hw{ys.at(0), ys.at(1)};
+        initializer(prefix_ + ".size", DataType::int64, {2}, hw.data(), hw.size() * sizeof(int64_t));
+        const std::string sizes =
+            node("Concat", {batch_channels, prefix_ + ".size"}, {prefix_ + ".sizes"}, {attr_int("axis", 0)});
+        node("Resize", {x, "", "", sizes}, {y},
+             {attr_string("mode", "linear"), attr_string("coordinate_transformation_mode", "half_pixel")});
+        return;
+      }
+      case FloatOpType::concat: {
+        std::vector<std::string> ins;
+        for (int v : o.inputs) ins.push_back(names_[v]);
+        return activated(o, "Concat", ins, {attr_int("axis", 1)});
+      }
+      case FloatOpType::reshape: return reshape(o);
+    }
+    BONSAI_CHECK(false, where_ + ": no ONNX form for this op type");
+  }
+
+  void conv(const FloatOp& o) {
+    const FloatGeometry& g = o.geometry;
+    const auto& xs = g_.values[o.inputs[0]].shape;
+    const auto& ys = g_.values[o.output].shape;
+    BONSAI_CHECK(xs.size() == 3 && ys.size() == 3, where_ + ": needs [H, W, C] values");
+    const int64_t cout = ys[2], cin_g = xs[2] / g.groups, kh = g.kh, kw = g.kw;
+    std::vector<float> w(static_cast<size_t>(o.weights.numel()));  // HWIO → OIHW
+    const float* src = o.weights.data<float>();
+    for (int64_t y = 0; y < kh; ++y)
+      for (int64_t x = 0; x < kw; ++x)
+        for (int64_t i = 0; i < cin_g; ++i)
+          for (int64_t c = 0; c < cout; ++c) w[((c * cin_g + i) * kh + y) * kw + x] = src[((y * kw + x) * cin_g + i) * cout + c];
+    const std::string weights = constant(prefix_ + ".weights", {cout, cin_g, kh, kw}, w.data());
+    const std::string bias = constant(prefix_ + ".bias", {cout}, o.bias.data<float>());
+    activated(o, "Conv", {names_[o.inputs[0]], weights, bias},
+              {attr_ints("kernel_shape", {kh, kw}), attr_ints("strides", {g.stride_h, g.stride_w}),
+               attr_ints("dilations", {g.dilation_h, g.dilation_w}),
+               attr_ints("pads", {g.pad_top, g.pad_left, g.pad_bottom, g.pad_right}), attr_int("group", g.groups)});
+  }
+
+  // The op, then its fused activation (Relu / Clip) when it has one.
+  void activated(const FloatOp& o, const std::string& op_type, const std::vector<std::string>& inputs,
+                 const std::vector<Message>& attrs) {
+    if (o.activation == FloatActivation::none) {
+      node(op_type, inputs, {names_[o.output]}, attrs);
+      return;
+    }
+    const std::string raw = node(op_type, inputs, {prefix_ + "." + op_type}, attrs);
+    activation(o.activation, raw, names_[o.output]);
+  }
+
+  void activation(FloatActivation a, const std::string& x, const std::string& y) {
+    switch (a) {
+      case FloatActivation::relu: node("Relu", {x}, {y}); return;
+      case FloatActivation::relu6:
+        node("Clip", {x, scalar(prefix_ + ".min", 0.0f), scalar(prefix_ + ".max", 6.0f)}, {y});
+        return;
+      case FloatActivation::hard_swish: node("HardSwish", {x}, {y}); return;
+      case FloatActivation::hard_sigmoid:  // relu6(x + 3) / 6
+        node("HardSigmoid", {x}, {y}, {attr_float("alpha", 1.0f / 6.0f), attr_float("beta", 0.5f)});
+        return;
+      case FloatActivation::sigmoid: node("Sigmoid", {x}, {y}); return;
+      case FloatActivation::none: break;
+    }
+    BONSAI_CHECK(false, where_ + ": no ONNX op for activation " + float_activation_name(a));
+  }
+
+  // bonsai reshapes in NHWC order: an [H, W, C] value with H·W > 1 is
+  // transposed to NHWC first (and a result back to NCHW); with H·W = 1 the
+  // two orders agree. Reshape's 0 keeps the (symbolic) batch.
+  void reshape(const FloatOp& o) {
+    const auto& xs = g_.values[o.inputs[0]].shape;
+    const auto& ys = g_.values[o.output].shape;
+    auto spatial = [](const std::vector<int64_t>& s) { return s.size() == 3 && s[0] * s[1] > 1; };
+    std::string x = names_[o.inputs[0]];
+    if (spatial(xs)) x = node("Transpose", {x}, {prefix_ + ".nhwc"}, {attr_ints("perm", {0, 2, 3, 1})});
+    std::vector<int64_t> target{0};
+    const std::vector<int64_t> dims = spatial(ys) ? ys : onnx_dims(ys);
+    target.insert(target.end(), dims.begin(), dims.end());
+    initializer(prefix_ + ".shape", DataType::int64, {static_cast<int64_t>(target.size())}, target.data(),
+                target.size() * sizeof(int64_t));
+    if (!spatial(ys)) {
+      node("Reshape", {x, prefix_ + ".shape"}, {names_[o.output]});
+      return;
+    }
+    const std::string r = node("Reshape", {x, prefix_ + ".shape"}, {prefix_ + ".reshaped"});
+    node("Transpose", {r}, {names_[o.output]}, {attr_ints("perm", {0, 3, 1, 2})});
+  }
+
+  std::string node(const std::string& op_type, const std::vector<std::string>& inputs,
+                   const std::vector<std::string>& outputs, const std::vector<Message>& attrs = {}) {
+    Message n;
+    for (const std::string& s : inputs) n.add_string(field::node::input, s);
+    for (const std::string& s : outputs) n.add_string(field::node::output, s);
+    n.add_string(field::node::name, outputs.at(0));
+    n.add_string(field::node::op_type, op_type);
+    for (const Message& a : attrs) n.add_message(field::node::attribute, a);
+    n.add_string(field::node::doc_string, doc_);
+    graph_.add_message(field::graph::node, n);
+    return outputs.at(0);
+  }
+
+  void initializer(const std::string& name, DataType type, const std::vector<int64_t>& dims, const void* data,
+                   size_t bytes) {
+    Message t;
+    for (int64_t d : dims) t.add_int(field::tensor::dims, d);
+    t.add_int(field::tensor::data_type, static_cast<int64_t>(type));
+    t.add_string(field::tensor::name, name);
+    t.add_bytes(field::tensor::raw_data, data, bytes);
+    graph_.add_message(field::graph::initializer, t);
+  }
+
+  std::string constant(const std::string& name, const std::vector<int64_t>& dims, const float* data) {
+    initializer(name, DataType::float32, dims, data, static_cast<size_t>(numel_of(dims)) * sizeof(float));
+    return name;
+  }
+
+  std::string scalar(const std::string& name, float v) {
+    initializer(name, DataType::float32, {}, &v, sizeof v);
+    return name;
+  }
+
+  const FloatGraph& g_;
+  Message graph_;
+  std::vector<std::string> names_;  // by value id
+  std::string where_, doc_, prefix_;
+};
+
 }  // namespace
 
 std::vector<uint8_t> to_onnx(const quant::Int8Model& model) { return Exporter(model).run(); }
 
 void write_onnx(const quant::Int8Model& model, const std::string& path) {
   const std::vector<uint8_t> bytes = to_onnx(model);
+  io::write_file_atomically(path, bytes.data(), bytes.size());
+}
+
+std::vector<uint8_t> to_onnx(const FloatGraph& graph) { return FloatExporter(graph).run(); }
+
+void write_onnx(const FloatGraph& graph, const std::string& path) {
+  const std::vector<uint8_t> bytes = to_onnx(graph);
   io::write_file_atomically(path, bytes.data(), bytes.size());
 }
 

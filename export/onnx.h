@@ -46,6 +46,7 @@
 #include <string>
 #include <vector>
 
+#include "export/float_graph.h"
 #include "quant/int8_model.h"
 
 namespace bonsai::exporters {
@@ -53,5 +54,17 @@ namespace bonsai::exporters {
 std::vector<uint8_t> to_onnx(const quant::Int8Model& model);
 // Atomic (temporary file + rename).
 void write_onnx(const quant::Int8Model& model, const std::string& path);
+
+// A float model (export/float_graph.h) as a float ONNX graph, same file
+// header and input/output names and layouts as above: conv → Conv (float
+// OIHW weights, bias, explicit pads); fully_connected → Gemm ([in, out]
+// weights); add / mul → Add / Mul; fused clamps → Relu / Clip(0, 6) after
+// the op; activations → Relu, Clip, HardSwish, HardSigmoid(1/6, 0.5),
+// Sigmoid; mean → GlobalAveragePool; pools → AveragePool (count_include_pad
+// 0) / MaxPool; resize → Resize (linear, half_pixel); concat → Concat on
+// channels; reshape → Reshape in bonsai's NHWC element order (Transpose
+// around it where H·W > 1).
+std::vector<uint8_t> to_onnx(const FloatGraph& graph);
+void write_onnx(const FloatGraph& graph, const std::string& path);
 
 }  // namespace bonsai::exporters

@@ -11,6 +11,7 @@
 
 #include "core/check.h"
 #include "core/io/atomic_file.h"
+#include "export/tflite_builder.h"
 #include "export/tflite_schema.h"
 #include "quant/int8_kernels.h"
 
@@ -20,261 +21,17 @@ namespace {
 
 namespace fb = flatbuffers;
 namespace s = tflite_schema;
+using tflite::Axis;
+using tflite::GraphBuilder;
+using tflite::OptionField;
+using tflite::TensorDef;
+using tflite::TensorQuant;
+using tflite::TensorSparsity;
 using quant::AffineQuant;
 using quant::Int8Model;
 using quant::Int8Op;
 using quant::Int8OpType;
 using quant::Int8Value;
-
-// ---- the graph as plain data, serialized in one pass at the end ----------
-
-struct TensorQuant {
-  std::vector<float> scales;
-  std::vector<int64_t> zero_points;
-  int32_t dimension = 0;  // quantized_dimension (per-channel)
-};
-
-// TFLite's sparse encoding of a constant: the dense shape traversed in
-// order, every dimension DENSE except the last, stored as CSR (row pointers
-// into the column indices of the nonzeros; the buffer holds the nonzeros).
-struct TensorSparsity {
-  std::vector<int32_t> dense_shape;
-  std::vector<int32_t> segments;  // [rows + 1]
-  std::vector<int32_t> indices;   // [nnz], each < last extent
-};
-
-struct TensorDef {
-  std::vector<int32_t> shape;
-  s::TensorType type = s::kInt8;
-  uint32_t buffer = 0;  // 0: no data (activations)
-  std::string name;
-  std::optional<TensorQuant> quant;
-  std::optional<TensorSparsity> sparsity;
-};
-
-// A scalar field of a builtin options table.
-struct OptionField {
-  int id;
-  int64_t value;
-  int bytes;  // 1 (byte, bool) or 4 (int)
-};
-
-struct OpDef {
-  int32_t opcode = 0;  // index into the operator codes
-  std::vector<int32_t> inputs, outputs;
-  uint8_t options_type = 0;  // BuiltinOptions member; 0: none
-  std::vector<OptionField> options;
-};
-
-// Collects tensors, buffers and operators, then writes the flatbuffer.
-class GraphBuilder {
- public:
-  int add_tensor(TensorDef t) {
-    tensors_.push_back(std::move(t));
-    return static_cast<int>(tensors_.size()) - 1;
-  }
-  uint32_t add_buffer(std::vector<uint8_t> bytes) {
-    buffers_.push_back(std::move(bytes));
-    return static_cast<uint32_t>(buffers_.size()) - 1;
-  }
-  template <typename T>
-  int add_constant(const std::string& name, std::vector<int32_t> shape, s::TensorType type, const T* data,
-                   size_t count, std::optional<TensorQuant> quant = {}) {
-    std::vector<uint8_t> bytes(count * sizeof(T));
-    if (count) std::memcpy(bytes.data(), data, bytes.size());
-    return add_tensor({.shape = std::move(shape), .type = type, .buffer = add_buffer(std::move(bytes)),
-                       .name = name, .quant = std::move(quant)});
-  }
-  // shape: [v.size()] unless given.
-  int add_int32_constant(const std::string& name, const std::vector<int32_t>& v, std::vector<int32_t> shape = {}) {
-    if (shape.empty()) shape = {static_cast<int32_t>(v.size())};
-    return add_constant(name, std::move(shape), s::kInt32, v.data(), v.size());
-  }
-  void add_op(s::BuiltinOperator code, int version, std::vector<int32_t> inputs, std::vector<int32_t> outputs,
-              uint8_t options_type = 0, std::vector<OptionField> options = {}) {
-    const auto key = std::make_pair(static_cast<int32_t>(code), version);
-    auto it = opcode_index_.find(key);
-    if (it == opcode_index_.end()) {
-      it = opcode_index_.emplace(key, static_cast<int32_t>(opcodes_.size())).first;
-      opcodes_.push_back(key);
-    }
-    ops_.push_back({it->second, std::move(inputs), std::move(outputs), options_type, std::move(options)});
-  }
-  const TensorDef& tensor(int id) const { return tensors_[id]; }
-
-  std::vector<uint8_t> finish(int input, int output) const;
-
- private:
-  std::vector<TensorDef> tensors_;
-  std::vector<std::vector<uint8_t>> buffers_{{}};  // buffer 0: the empty sentinel
-  std::vector<std::pair<int32_t, int>> opcodes_;   // (builtin code, version)
-  std::map<std::pair<int32_t, int>, int32_t> opcode_index_;
-  std::vector<OpDef> ops_;
-};
-
-fb::Offset<void> write_options(fb::FlatBufferBuilder& b, const std::vector<OptionField>& fields) {
-  const fb::uoffset_t start = b.StartTable();
-  for (const OptionField& f : fields) {
-    if (f.bytes == 1)
-      b.AddElement<int8_t>(s::vtable_offset(f.id), static_cast<int8_t>(f.value), 0);
-    else
-      b.AddElement<int32_t>(s::vtable_offset(f.id), static_cast<int32_t>(f.value), 0);
-  }
-  return fb::Offset<void>(b.EndTable(start));
-}
-
-// A SparseIndexVector member in the narrowest type that holds `v`.
-std::pair<uint8_t, fb::Offset<void>> write_index_vector(fb::FlatBufferBuilder& b, const std::vector<int32_t>& v) {
-  const int32_t top = v.empty() ? 0 : *std::max_element(v.begin(), v.end());
-  fb::uoffset_t data = 0;
-  uint8_t type = 0;
-  if (top < 256) {
-    std::vector<uint8_t> u(v.begin(), v.end());
-    b.ForceVectorAlignment(u.size(), sizeof(uint8_t), 4);  // schema: force_align 4
-    data = b.CreateVector(u).o;
-    type = s::kUint8Vector;
-  } else if (top < 65536) {
-    std::vector<uint16_t> u(v.begin(), v.end());
-    b.ForceVectorAlignment(u.size(), sizeof(uint16_t), 4);
-    data = b.CreateVector(u).o;
-    type = s::kUint16Vector;
-  } else {
-    data = b.CreateVector(v).o;
-    type = s::kInt32Vector;
-  }
-  const fb::uoffset_t start = b.StartTable();
-  b.AddOffset(s::vtable_offset(s::index_vector::values), fb::Offset<void>(data));
-  return {type, fb::Offset<void>(b.EndTable(start))};
-}
-
-fb::Offset<void> write_sparsity(fb::FlatBufferBuilder& b, const TensorSparsity& sp) {
-  const int rank = static_cast<int>(sp.dense_shape.size());
-  std::vector<int32_t> order(rank);
-  for (int i = 0; i < rank; ++i) order[i] = i;
-  std::vector<fb::Offset<void>> dims;
-  for (int i = 0; i < rank; ++i) {
-    const bool sparse = i == rank - 1;
-    std::pair<uint8_t, fb::Offset<void>> segments{0, 0}, indices{0, 0};
-    if (sparse) {
-      segments = write_index_vector(b, sp.segments);
-      indices = write_index_vector(b, sp.indices);
-    }
-    const fb::uoffset_t start = b.StartTable();
-    b.AddElement<int8_t>(s::vtable_offset(s::dimension_metadata::format), sparse ? s::kSparseCsr : s::kDense, 0);
-    b.AddElement<int32_t>(s::vtable_offset(s::dimension_metadata::dense_size), sp.dense_shape[i], 0);
-    if (sparse) {
-      b.AddElement<uint8_t>(s::vtable_offset(s::dimension_metadata::array_segments_type), segments.first, 0);
-      b.AddOffset(s::vtable_offset(s::dimension_metadata::array_segments), segments.second);
-      b.AddElement<uint8_t>(s::vtable_offset(s::dimension_metadata::array_indices_type), indices.first, 0);
-      b.AddOffset(s::vtable_offset(s::dimension_metadata::array_indices), indices.second);
-    }
-    dims.push_back(fb::Offset<void>(b.EndTable(start)));
-  }
-  const auto order_vec = b.CreateVector(order);
-  const auto dims_vec = b.CreateVector(dims);
-  const fb::uoffset_t start = b.StartTable();
-  b.AddOffset(s::vtable_offset(s::sparsity::traversal_order), order_vec);
-  b.AddOffset(s::vtable_offset(s::sparsity::dim_metadata), dims_vec);
-  return fb::Offset<void>(b.EndTable(start));
-}
-
-fb::Offset<void> write_tensor(fb::FlatBufferBuilder& b, const TensorDef& t) {
-  const auto shape = b.CreateVector(t.shape);
-  const auto name = b.CreateString(t.name);
-  fb::Offset<void> quant = 0, sparsity = 0;
-  if (t.quant) {
-    const auto scales = b.CreateVector(t.quant->scales);
-    const auto zero_points = b.CreateVector(t.quant->zero_points);
-    const fb::uoffset_t start = b.StartTable();
-    b.AddOffset(s::vtable_offset(s::quantization::scale), scales);
-    b.AddOffset(s::vtable_offset(s::quantization::zero_point), zero_points);
-    b.AddElement<int32_t>(s::vtable_offset(s::quantization::quantized_dimension), t.quant->dimension, 0);
-    quant = fb::Offset<void>(b.EndTable(start));
-  }
-  if (t.sparsity) sparsity = write_sparsity(b, *t.sparsity);
-  const fb::uoffset_t start = b.StartTable();
-  b.AddOffset(s::vtable_offset(s::tensor::shape), shape);
-  b.AddElement<int8_t>(s::vtable_offset(s::tensor::type), t.type, 0);
-  b.AddElement<uint32_t>(s::vtable_offset(s::tensor::buffer), t.buffer, 0);
-  b.AddOffset(s::vtable_offset(s::tensor::name), name);
-  if (t.quant) b.AddOffset(s::vtable_offset(s::tensor::quantization), quant);
-  if (t.sparsity) b.AddOffset(s::vtable_offset(s::tensor::sparsity), sparsity);
-  return fb::Offset<void>(b.EndTable(start));
-}
-
-std::vector<uint8_t> GraphBuilder::finish(int input, int output) const {
-  fb::FlatBufferBuilder b(1 << 20);
-  b.ForceDefaults(true);  // write every field we set, defaults included (explicit files)
-
-  std::vector<fb::Offset<void>> buffers;
-  for (size_t i = 0; i < buffers_.size(); ++i) {
-    fb::Offset<fb::Vector<uint8_t>> data = 0;
-    if (i > 0) {
-      b.ForceVectorAlignment(buffers_[i].size(), sizeof(uint8_t), 16);  // schema: force_align 16
-      data = b.CreateVector(buffers_[i]);
-    }
-    const fb::uoffset_t start = b.StartTable();
-    if (i > 0) b.AddOffset(s::vtable_offset(s::buffer::data), data);
-    buffers.push_back(fb::Offset<void>(b.EndTable(start)));
-  }
-
-  std::vector<fb::Offset<void>> tensors;
-  for (const TensorDef& t : tensors_) tensors.push_back(write_tensor(b, t));
-
-  std::vector<fb::Offset<void>> operators;
-  for (const OpDef& op : ops_) {
-    const auto inputs = b.CreateVector(op.inputs);
-    const auto outputs = b.CreateVector(op.outputs);
-    fb::Offset<void> options = 0;
-    if (op.options_type) options = write_options(b, op.options);
-    const fb::uoffset_t start = b.StartTable();
-    b.AddElement<uint32_t>(s::vtable_offset(s::op::opcode_index), static_cast<uint32_t>(op.opcode), 0);
-    b.AddOffset(s::vtable_offset(s::op::inputs), inputs);
-    b.AddOffset(s::vtable_offset(s::op::outputs), outputs);
-    if (op.options_type) {
-      b.AddElement<uint8_t>(s::vtable_offset(s::op::builtin_options_type), op.options_type, 0);
-      b.AddOffset(s::vtable_offset(s::op::builtin_options), options);
-    }
-    operators.push_back(fb::Offset<void>(b.EndTable(start)));
-  }
-
-  std::vector<fb::Offset<void>> opcodes;
-  for (const auto& [code, version] : opcodes_) {
-    const fb::uoffset_t start = b.StartTable();
-    b.AddElement<int8_t>(s::vtable_offset(s::operator_code::deprecated_builtin_code),
-                         static_cast<int8_t>(std::min<int32_t>(code, s::kPlaceholderForGreaterOpCodes)), 0);
-    b.AddElement<int32_t>(s::vtable_offset(s::operator_code::version), version, 1);
-    b.AddElement<int32_t>(s::vtable_offset(s::operator_code::builtin_code), code, 0);
-    opcodes.push_back(fb::Offset<void>(b.EndTable(start)));
-  }
-
-  const auto tensors_vec = b.CreateVector(tensors);
-  const auto inputs_vec = b.CreateVector(std::vector<int32_t>{input});
-  const auto outputs_vec = b.CreateVector(std::vector<int32_t>{output});
-  const auto operators_vec = b.CreateVector(operators);
-  const auto subgraph_name = b.CreateString("main");
-  fb::uoffset_t start = b.StartTable();
-  b.AddOffset(s::vtable_offset(s::subgraph::tensors), tensors_vec);
-  b.AddOffset(s::vtable_offset(s::subgraph::inputs), inputs_vec);
-  b.AddOffset(s::vtable_offset(s::subgraph::outputs), outputs_vec);
-  b.AddOffset(s::vtable_offset(s::subgraph::operators), operators_vec);
-  b.AddOffset(s::vtable_offset(s::subgraph::name), subgraph_name);
-  const fb::Offset<void> subgraph(b.EndTable(start));
-
-  const auto opcodes_vec = b.CreateVector(opcodes);
-  const auto subgraphs_vec = b.CreateVector(std::vector<fb::Offset<void>>{subgraph});
-  const auto description = b.CreateString("bonsai int8 model");
-  const auto buffers_vec = b.CreateVector(buffers);
-  start = b.StartTable();
-  b.AddElement<uint32_t>(s::vtable_offset(s::model::version), s::kSchemaVersion, 0);
-  b.AddOffset(s::vtable_offset(s::model::operator_codes), opcodes_vec);
-  b.AddOffset(s::vtable_offset(s::model::subgraphs), subgraphs_vec);
-  b.AddOffset(s::vtable_offset(s::model::description), description);
-  b.AddOffset(s::vtable_offset(s::model::buffers), buffers_vec);
-  const fb::Offset<void> model(b.EndTable(start));
-  b.Finish(model, s::kFileIdentifier);
-  return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
-}
 
 // ---- Int8Model → graph ------------------------------------------------------
 
@@ -287,20 +44,6 @@ constexpr int kInt8Version = 2;           // ADD, MUL, pools, MEAN, CONCATENATIO
 constexpr int kResizeVersion = 3;         // half_pixel_centers
 constexpr int kV1 = 1;                    // RESHAPE, HARD_SWISH, DENSIFY, CAST, int32 ADD
 constexpr int kGatherVersion = 2;         // int8 params
-
-// One spatial axis of a window op: TFLite can express our explicit padding
-// as SAME or VALID when the pads and output size agree with its formulas.
-struct Axis {
-  int64_t in, out;
-  int k, stride, dilation, pad_before;
-  int64_t extent() const { return static_cast<int64_t>(k - 1) * dilation + 1; }
-  int64_t needed() const { return (out - 1) * stride + extent() - in; }  // total padding used
-  bool valid() const { return pad_before == 0 && in >= extent() && out == (in - extent()) / stride + 1; }
-  bool same() const {
-    return out == (in + stride - 1) / stride && pad_before == std::max<int64_t>(needed(), 0) / 2;
-  }
-  int64_t pad_after() const { return std::max<int64_t>(needed() - pad_before, 0); }
-};
 
 std::vector<int32_t> tensor_shape(const std::vector<int64_t>& per_image) {
   std::vector<int32_t> s{1};
@@ -325,7 +68,7 @@ class Exporter {
     const Int8Value& out = m_.values()[m_.output()];
     const int output = g_.add_tensor({.shape = tensor_shape(out.shape), .type = s::kFloat32, .name = "output"});
     g_.add_op(s::kDequantize, kInt8Version, {value(m_.output())}, {output});
-    return g_.finish(input_, output);
+    return g_.finish(input_, output, "bonsai int8 model");
   }
 
  private:

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "export/float_graph.h"
 #include "quant/int8_model.h"
 
 namespace bonsai::exporters {
@@ -50,5 +51,19 @@ struct TfliteOptions {
 std::vector<uint8_t> to_tflite(const quant::Int8Model& model, const TfliteOptions& options = {});
 // Atomic (temporary file + rename).
 void write_tflite(const quant::Int8Model& model, const std::string& path, const TfliteOptions& options = {});
+
+// A float model (export/float_graph.h) as a float32 TFLite file
+// (export/tflite_float.cpp): float input "input" [1, H, W, C] → "output",
+// no quantization anywhere. conv → CONV_2D (weights OHWI) or
+// DEPTHWISE_CONV_2D ([1, kh, kw, C]) with a float bias and the fused
+// NONE/RELU/RELU6, SAME/VALID or an explicit PADV2 (zeros) + VALID;
+// fully_connected → FULLY_CONNECTED (weights [out, in]); add / mul → ADD /
+// MUL (broadcast for SE gates) with fused clamps; activations → RELU,
+// RELU6, HARD_SWISH, LOGISTIC, hard_sigmoid as ADD 3 (fused RELU6) then
+// MUL 1/6; mean → MEAN (keep_dims); pools → AVERAGE/MAX_POOL_2D (max with
+// PADV2 −FLT_MAX where needed); resize → RESIZE_BILINEAR (half-pixel);
+// concat → CONCATENATION; reshape → RESHAPE.
+std::vector<uint8_t> to_tflite(const FloatGraph& graph);
+void write_tflite(const FloatGraph& graph, const std::string& path);
 
 }  // namespace bonsai::exporters

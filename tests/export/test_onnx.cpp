@@ -12,6 +12,7 @@
 
 #include "export/onnx.h"
 #include "export/protobuf.h"
+#include "tests/export/float_net.h"
 
 using namespace bonsai;
 using namespace bonsai::exporters;
@@ -416,4 +417,70 @@ TEST_CASE("onnx export: errors name the op") {
   CHECK_THROWS_WITH_AS(to_onnx(build(s)), doctest::Contains("re-convert"), std::exception);
   s.ops[2].function = "tanh";
   CHECK_THROWS_WITH_AS(to_onnx(build(s)), doctest::Contains("no ONNX op for table function 'tanh'"), std::exception);
+}
+
+TEST_CASE("onnx float export: the float graph reads back as float NCHW ops with no quantization") {
+  auto net = testing::small_float_net();
+  const FloatGraph fg = convert_float(*net, Tensor::zeros({1, 16, 16, 3}));
+  const Msg model(to_onnx(fg));
+  CHECK(model.i(kModelIrVersion) == 8);
+  CHECK(model.one(kModelOpset).i(kOpsetVersion) == 17);
+  const Msg graph = model.one(kModelGraph);
+  std::vector<std::string> types;
+  std::vector<Msg> nodes = graph.all(kGraphNode);
+  for (const Msg& n : nodes) types.push_back(n.str(kNodeOpType));
+  const std::vector<std::string> expected{
+      "Conv", "Clip", "Conv", "Clip", "Conv", "HardSwish",                    // stem, expand, depthwise
+      "GlobalAveragePool", "Conv", "Relu", "Conv", "HardSigmoid", "Mul",       // SE
+      "Conv", "Add", "Relu",                                                   // project, residual
+      "AveragePool", "Shape", "Concat", "Resize", "Concat", "Sigmoid",         // pyramid
+      "MaxPool", "Transpose", "Reshape", "Gemm"};                              // pool, flatten (NHWC order), dense
+  std::string got;
+  for (const std::string& s : types) got += s + " ";
+  CAPTURE(got);
+  REQUIRE(types == expected);
+  CHECK(nodes.back().strings(kNodeOutput) == std::vector<std::string>{"output"});
+  CHECK(nodes.front().strings(kNodeInput).at(0) == "input");
+
+  std::map<std::string, Msg> init;
+  for (const Msg& t : graph.all(kGraphInitializer)) {
+    const int64_t type = t.i(kTensorDataType);
+    CHECK((type == kFloat || type == 7));  // float, or int64 shapes
+    init.emplace(t.str(kTensorName), t);
+  }
+  SUBCASE("stem conv: folded float OIHW weights, float bias, symmetric pads, Clip(0, 6)") {
+    const Msg& conv = nodes[0];
+    const std::vector<std::string> ins = conv.strings(kNodeInput);
+    REQUIRE(ins.size() == 3);
+    const Msg& w = init.at(ins[1]);
+    CHECK(w.ints(kTensorDims) == std::vector<int64_t>{8, 3, 3, 3});
+    const std::vector<float> data = raw_as<float>(w);
+    const float* hwio = fg.ops[0].weights.data<float>();  // [3, 3, 3, 8]
+    int mismatches = 0;
+    for (int o = 0; o < 8; ++o)
+      for (int i = 0; i < 3; ++i)
+        for (int y = 0; y < 3; ++y)
+          for (int x = 0; x < 3; ++x) mismatches += data[((o * 3 + i) * 3 + y) * 3 + x] != hwio[((y * 3 + x) * 3 + i) * 8 + o];
+    CHECK(mismatches == 0);
+    CHECK(raw_as<float>(init.at(ins[2])) == std::vector<float>(fg.ops[0].bias.data<float>(), fg.ops[0].bias.data<float>() + 8));
+    CHECK(attribute(conv, "pads").ints(kAttrInts) == std::vector<int64_t>{1, 1, 1, 1});
+    CHECK(attribute(conv, "strides").ints(kAttrInts) == std::vector<int64_t>{2, 2});
+    const std::vector<std::string> clip = nodes[1].strings(kNodeInput);
+    CHECK(raw_as<float>(init.at(clip.at(1))) == std::vector<float>{0.0f});
+    CHECK(raw_as<float>(init.at(clip.at(2))) == std::vector<float>{6.0f});
+  }
+  SUBCASE("depthwise: group = channels; the SE gate as HardSigmoid(1/6, 0.5)") {
+    CHECK(attribute(nodes[4], "group").i(kAttrI) == 16);
+    CHECK(attribute(nodes[10], "alpha").fl(kAttrF) == doctest::Approx(1.0 / 6));
+    CHECK(attribute(nodes[10], "beta").fl(kAttrF) == 0.5f);
+    CHECK(attribute(nodes[15], "count_include_pad").i(kAttrI) == 0);
+  }
+  SUBCASE("flatten: to NHWC, then Reshape [0, 256] (batch kept); Gemm with [in, out] weights") {
+    CHECK(attribute(nodes[22], "perm").ints(kAttrInts) == std::vector<int64_t>{0, 2, 3, 1});
+    CHECK(raw_as<int64_t>(init.at(nodes[23].strings(kNodeInput).at(1))) == std::vector<int64_t>{0, 256});
+    const Msg& w = init.at(nodes[24].strings(kNodeInput).at(1));
+    CHECK(w.ints(kTensorDims) == std::vector<int64_t>{256, 5});
+    CHECK(raw_as<float>(w) == std::vector<float>(fg.ops.back().weights.data<float>(),
+                                                 fg.ops.back().weights.data<float>() + 1280));
+  }
 }

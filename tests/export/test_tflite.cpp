@@ -20,6 +20,7 @@
 #include "layers/layers.h"
 #include "quant/int8_model.h"
 #include "quant/quantize.h"
+#include "tests/export/float_net.h"
 
 using namespace bonsai;
 using namespace bonsai::quant;
@@ -368,5 +369,114 @@ TEST_CASE("tflite: what has no TFLite form is refused, naming the op") {
       pool.geometry.pad_top = 1;  // 2x2 stride 2 on 8x8: SAME and VALID both pad nothing
     });
     CHECK_THROWS_WITH_AS(exporters::to_tflite(odd), doctest::Contains("op 4 (avg_pool"), Error);
+  }
+}
+
+// ---- float export ------------------------------------------------------------------
+
+namespace {
+
+std::vector<float> floats_of(const Table& model, const Table& tensor) {
+  const std::vector<int8_t> bytes = buffer_of(model, tensor);
+  REQUIRE(bytes.size() % 4 == 0);
+  std::vector<float> out(bytes.size() / 4);
+  std::memcpy(out.data(), bytes.data(), bytes.size());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("tflite float: the float graph becomes float32 TFLite ops with fused activations and no quantization") {
+  auto net = testing::small_float_net();
+  const exporters::FloatGraph fg = exporters::convert_float(*net, Tensor::zeros({1, 16, 16, 3}));
+  Tflite f(exporters::to_tflite(fg));
+  const Table model = f.model();
+  CHECK(model.scalar<uint32_t>(s::model::version) == 3u);
+  CHECK(model.str(s::model::description) == "bonsai float model");
+  CHECK(op_codes(model) ==
+        std::vector<int32_t>{s::kPadV2, s::kConv2d,                       // stem (symmetric padding) + BN + relu6
+                             s::kConv2d, s::kDepthwiseConv2d, s::kHardSwish,  // expand, depthwise
+                             s::kMean, s::kConv2d, s::kConv2d, s::kAdd, s::kMul, s::kMul,  // SE: hard_sigmoid = ADD, MUL
+                             s::kConv2d, s::kAdd,                             // project, residual
+                             s::kAveragePool2d, s::kResizeBilinear, s::kConcatenation, s::kLogistic,
+                             s::kMaxPool2d, s::kReshape, s::kFullyConnected});
+  const Table g = model.tables(s::model::subgraphs).at(0);
+  const std::vector<Table> tensors = g.tables(s::subgraph::tensors);
+  int float_tensors = 0, int32_tensors = 0;
+  for (const Table& t : tensors) {
+    CHECK_FALSE(t.has(s::tensor::quantization));
+    CHECK_FALSE(t.has(s::tensor::sparsity));
+    const int8_t type = t.scalar<int8_t>(s::tensor::type);
+    CHECK((type == s::kFloat32 || type == s::kInt32));  // int32: shapes, sizes, axes, paddings
+    float_tensors += type == s::kFloat32;
+    int32_tensors += type == s::kInt32;
+  }
+  CHECK(float_tensors > 30);
+  CHECK(int32_tensors == 4);  // paddings, mean axes, resize size, reshape shape
+  const Table in = tensors.at(g.vec<int32_t>(s::subgraph::inputs).at(0));
+  const Table out = tensors.at(g.vec<int32_t>(s::subgraph::outputs).at(0));
+  CHECK(in.str(s::tensor::name) == "input");
+  CHECK(in.vec<int32_t>(s::tensor::shape) == std::vector<int32_t>{1, 16, 16, 3});
+  CHECK(out.str(s::tensor::name) == "output");
+  CHECK(out.vec<int32_t>(s::tensor::shape) == std::vector<int32_t>{1, 5});
+  const std::vector<Table> ops = g.tables(s::subgraph::operators);
+
+  SUBCASE("stem: explicit padding, then a VALID conv with folded OHWI weights, float bias, fused RELU6") {
+    const exporters::FloatOp& op = fg.ops[0];
+    const Table paddings = op_input(g, 0, 1);
+    const std::vector<int8_t> pb = buffer_of(model, paddings);
+    std::vector<int32_t> pads(pb.size() / 4);
+    std::memcpy(pads.data(), pb.data(), pb.size());
+    CHECK(pads == std::vector<int32_t>{0, 0, 1, 0, 1, 0, 0, 0});  // top 1, bottom 0 suffices for 8 outputs
+    CHECK(floats_of(model, op_input(g, 0, 2)) == std::vector<float>{0.0f});
+    const Table w = op_input(g, 1, 1);
+    CHECK(w.scalar<int8_t>(s::tensor::type) == s::kFloat32);
+    CHECK(w.vec<int32_t>(s::tensor::shape) == std::vector<int32_t>{8, 3, 3, 3});
+    const std::vector<float> data = floats_of(model, w);
+    REQUIRE(data.size() == 216);
+    const float* hwio = op.weights.data<float>();
+    int mismatches = 0;
+    for (int o = 0; o < 8; ++o)
+      for (int t = 0; t < 9; ++t)
+        for (int c = 0; c < 3; ++c) mismatches += data[(o * 9 + t) * 3 + c] != hwio[(t * 3 + c) * 8 + o];
+    CHECK(mismatches == 0);
+    CHECK(floats_of(model, op_input(g, 1, 2)) == std::vector<float>(op.bias.data<float>(), op.bias.data<float>() + 8));
+    const Table opts = ops[1].table(s::op::builtin_options);
+    CHECK(opts.scalar<int8_t>(s::conv2d_options::fused_activation) == s::kActRelu6);
+    CHECK(opts.scalar<int8_t>(s::conv2d_options::padding) == s::kValid);
+    CHECK(opts.scalar<int32_t>(s::conv2d_options::stride_h) == 2);
+  }
+
+  SUBCASE("depthwise: [1, kh, kw, C] float weights, SAME") {
+    const Table w = op_input(g, 3, 1);
+    CHECK(w.vec<int32_t>(s::tensor::shape) == std::vector<int32_t>{1, 3, 3, 16});
+    const float* hwio = fg.ops[2].weights.data<float>();
+    CHECK(floats_of(model, w) == std::vector<float>(hwio, hwio + 144));
+    CHECK(ops[3].table(s::op::builtin_options).scalar<int8_t>(s::depthwise_options::padding) == s::kSame);
+  }
+
+  SUBCASE("hard_sigmoid: ADD 3 with fused RELU6, then MUL 1/6; the residual ADD fuses RELU") {
+    CHECK(floats_of(model, op_input(g, 8, 1)) == std::vector<float>{3.0f});
+    CHECK(ops[8].table(s::op::builtin_options).scalar<int8_t>(s::add_options::fused_activation) == s::kActRelu6);
+    CHECK(floats_of(model, op_input(g, 9, 1)) == std::vector<float>{1.0f / 6.0f});
+    CHECK(ops[12].table(s::op::builtin_options).scalar<int8_t>(s::add_options::fused_activation) == s::kActRelu);
+    // The SE multiply broadcasts the [1, 1, 1, 16] gate.
+    CHECK(op_input(g, 10, 1).vec<int32_t>(s::tensor::shape) == std::vector<int32_t>{1, 1, 1, 16});
+  }
+
+  SUBCASE("resize: half-pixel centres, version 3; fully connected: [out, in] weights") {
+    const std::vector<Table> codes = model.tables(s::model::operator_codes);
+    const Table resize = codes.at(ops[14].scalar<uint32_t>(s::op::opcode_index));
+    CHECK(resize.scalar<int32_t>(s::operator_code::version) == 3);
+    CHECK(ops[14].table(s::op::builtin_options).scalar<int8_t>(s::resize_bilinear_options::half_pixel_centers) == 1);
+    const Table w = op_input(g, 19, 1);
+    CHECK(w.vec<int32_t>(s::tensor::shape) == std::vector<int32_t>{5, 256});
+    const std::vector<float> data = floats_of(model, w);
+    const float* io = fg.ops.back().weights.data<float>();  // [256, 5]
+    int mismatches = 0;
+    for (int o = 0; o < 5; ++o)
+      for (int i = 0; i < 256; ++i) mismatches += data[o * 256 + i] != io[i * 5 + o];
+    CHECK(mismatches == 0);
+    CHECK(op_input(g, 19, 0).vec<int32_t>(s::tensor::shape) == std::vector<int32_t>{1, 256});
   }
 }
