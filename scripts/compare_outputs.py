@@ -3,12 +3,20 @@
 images (bonsai export sample / export run; tests/node/run_*.js).
 
   compare_outputs.py --sample DIR --reference REF.f32 --candidate OUT.f32 [--name NAME]
+  compare_outputs.py --float --sample DIR --reference REF.f32 --candidate OUT.f32 [--require 0.999]
 
 REF.f32.json (written by `bonsai export run`) gives the output shape and the
 output grid's scale. Prints one JSON line: elements, the share within one
 quantization step, the largest difference in steps, and the metric (top-1 or
 mIoU, percent; segmentation logits resized bilinearly to the label size as
 bonsai's evaluator does) on both outputs.
+
+--float compares float outputs (bonsai's float model, `export run --config
+--checkpoint`, against a float export): the largest difference relative to
+max|ref| ("max_rel"), the share of elements within 1e-4·max|ref| + 1e-5
+("within_tolerance"), the share of images whose argmax agrees ("top1_agree";
+per pixel for segmentation), and the metric on both. --require then applies
+to within_tolerance.
 """
 import argparse
 import json
@@ -61,6 +69,7 @@ def main():
     p.add_argument("--reference", required=True)
     p.add_argument("--candidate", required=True)
     p.add_argument("--name", default="")
+    p.add_argument("--float", action="store_true", help="float outputs: relative differences, not steps")
     p.add_argument("--require", type=float, default=None,
                    help="also print 'agree' (exit 0) or 'DISAGREE' (exit 1): at least this share within one step")
     a = p.parse_args()
@@ -74,10 +83,29 @@ def main():
                  f"expected {int(np.prod(shape))} for shape {shape}")
     ref = ref.reshape(shape)
     cand = cand.reshape(shape)
-    steps = np.abs(ref.astype(np.float64) - cand.astype(np.float64)) / ref_meta["scale"]
     labels = np.fromfile(a.sample + "/labels.i32", dtype=np.int32)
     labels = labels.reshape([shape[0]] + ([meta["shape"][0], meta["shape"][1]] if meta["task"] == "segmentation" else []))
     name = "top1" if meta["task"] == "classification" else "miou"
+    if a.float:
+        diff = np.abs(ref.astype(np.float64) - cand.astype(np.float64))
+        scale = float(np.abs(ref).max())
+        within = float(np.mean(diff <= 1e-4 * scale + 1e-5))
+        axis = 1 if meta["task"] == "classification" else 3
+        print(json.dumps({
+            "name": a.name,
+            "elements": int(ref.size),
+            "max_rel": float(f"{diff.max() / scale:.3g}") if scale > 0 else float(diff.max()),
+            "within_tolerance": within,
+            "top1_agree": float(np.mean(np.argmax(ref, axis=axis) == np.argmax(cand, axis=axis))),
+            "metric": name,
+            "reference": round(metric(ref, labels, meta), 2),
+            "candidate": round(metric(cand, labels, meta), 2),
+        }))
+        if a.require is not None:
+            print("agree" if within >= a.require else "DISAGREE")
+            sys.exit(0 if within >= a.require else 1)
+        return
+    steps = np.abs(ref.astype(np.float64) - cand.astype(np.float64)) / ref_meta["scale"]
     within = float(np.mean(steps <= 1.001))
     print(json.dumps({
         "name": a.name,
