@@ -240,7 +240,7 @@ class Converter {
   void fused(const Tensor& in, const Tensor& out, int v, const Module* layer) {
     --reads_[v];
     FloatOp& o = g_.ops[producer_[v]];
-    o.source += "+" + name_of(layer);
+    o.source.append(1, '+').append(name_of(layer));
     g_.values[v].name = name_of(layer);
     if (in.raw() != out.raw()) syms_[in.raw()] = {v, true, name_of(layer)};
     bind(out, v);
