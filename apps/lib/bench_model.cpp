@@ -17,6 +17,8 @@
 #include "core/check.h"
 #include "core/ops.h"
 #include "core/runtime.h"
+#include "export/float_graph.h"
+#include "infer/float_runtime.h"
 #include "models/registry.h"
 #include "optim/optimizer.h"
 #include "quant/calibrate.h"
@@ -78,6 +80,7 @@ std::string bench_model(const ModelBenchSpec& s, std::string* profile_out) {
   const bool train = s.mode == "train";
   const int batch = train ? s.batch : 1;
   BONSAI_CHECK(batch > 0, "--batch must be positive");
+  BONSAI_CHECK(s.engine == "graph" || s.engine == "eager", "--engine must be graph or eager, got " + s.engine);
 
   auto model = models::build(s.model, {{"num_classes", s.classes}});
   std::mt19937 rng(0);
@@ -127,6 +130,14 @@ std::string bench_model(const ModelBenchSpec& s, std::string* profile_out) {
       profile = int8.profile();
       profiled_runs = int8.profiled_runs();
     }
+  } else if (s.engine == "graph") {
+    infer::FloatRuntime rt(exporters::convert_float(*model, x));
+    for (int i = 0; i < s.warmup + s.steps; ++i) {
+      double t0 = now_s();
+      Tensor logits = rt.run(x);
+      double t1 = now_s();
+      if (i >= s.warmup) times.push_back(t1 - t0);
+    }
   } else {
     model->eval();
     NoGrad no_grad;
@@ -145,6 +156,7 @@ std::string bench_model(const ModelBenchSpec& s, std::string* profile_out) {
   j["model"] = s.model;
   j["mode"] = s.mode;
   if (!train) j["precision"] = s.int8.empty() ? "fp32" : "int8";
+  if (!train && s.int8.empty()) j["engine"] = s.engine;
   j["batch"] = batch;
   j["res"] = s.res;
   j["threads"] = num_threads();
@@ -168,6 +180,7 @@ int run_command(int argc, char** argv, const char* mode, int batch, int threads,
     flags["int8"] = "";
     flags["profile"] = "false";
     flags["save-int8"] = "";
+    flags["engine"] = "graph";
   }
   if (batch > 0) flags["batch"] = std::to_string(batch);  // infer is batch 1 by definition
   Args a(argc, argv, 3, flags);
@@ -185,6 +198,7 @@ int run_command(int argc, char** argv, const char* mode, int batch, int threads,
     s.int8 = a.get("int8");
     s.profile = a.get_bool("profile");
     s.save_int8 = a.get("save-int8");
+    s.engine = a.get("engine");
     BONSAI_CHECK(s.save_int8.empty() || s.int8 == "true", "bonsai bench infer: --save-int8 needs --int8 true");
     BONSAI_CHECK(!s.profile || !s.int8.empty(), "bonsai bench infer: --profile needs --int8");
   }

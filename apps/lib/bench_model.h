@@ -37,6 +37,10 @@ struct ModelBenchSpec {
   std::string int8;
   std::string save_int8;  // int8 "true" only: also save the converted model here (to export it)
   bool profile = false;  // int8 only: time the runs per op type (Int8Model::set_profiling)
+  // FP32 only: "graph" runs the float graph (export/float_graph.h: BN folded)
+  // on infer::FloatRuntime (fused oneDNN post-ops); "eager" the module tree's
+  // own eval forward.
+  std::string engine = "graph";
 };
 
 // Runs the benchmark and returns the JSON line it prints; with s.profile,
@@ -50,8 +54,11 @@ inline constexpr const char* kBenchTrainUsage =
 inline constexpr const char* kBenchInferUsage =
     "  bonsai bench infer --model M [--res 224 --threads 1 --steps 20 --warmup 3 --classes 1000]\n"
     "                     [--int8 true|MODEL.safetensors [--profile]] [--save-int8 M.safetensors]\n"
+    "                     [--engine graph|eager]\n"
     "      Median batch-1 eval-mode forward latency, FP32 or the integer-only int8 model\n"
     "      (true: M quantized and converted here); one JSON line (median_ms, images_per_s);\n"
+    "      FP32 runs the fused float graph (infer/float_runtime.h), or with --engine eager\n"
+    "      the module tree's forward.\n"
     "      --profile adds lines after it: int8 time per op type. --save-int8 keeps the\n"
     "      model --int8 true made, so other runtimes can time the same one (bonsai export).\n";
 
