@@ -154,7 +154,8 @@ Format check_file(const uint8_t* bytes, size_t size, const std::string& prefix, 
 // and fills the rest of the image with gray), a scan that ends early, a bad
 // Huffman code, bytes between markers, a restart marker out of place. Each
 // of those would give a tensor of partly made-up pixels without complaint,
-// so each is an error here. (turbojpeg's TJFLAG_STOPONWARNING does the same.)
+// so each is an error here (turbojpeg's TJFLAG_STOPONWARNING does the same),
+// except stray bytes just before the end marker (jpeg_message).
 
 // A progressive JPEG may hold any number of scans, each a pass over the
 // whole image, so a small file can cost minutes of decoding. libjpeg-turbo's
@@ -193,8 +194,17 @@ struct JpegSession {
 }
 
 void jpeg_message(j_common_ptr cinfo, int level) {
-  if (level < 0) jpeg_fail(cinfo);  // a warning: corrupt data (see above)
   // level >= 0: trace messages, off by default; dropped.
+  if (level >= 0) return;
+  // Stray bytes right before the EOI marker, after the last scan: every
+  // scan was read in full, so the image is whole. Encoders leave such bytes
+  // in real photos (ImageNet has some: "Corrupt JPEG data: N extraneous
+  // bytes before marker 0xd9"), and TensorFlow, PIL and libjpeg's own tools
+  // decode them; refusing would stop a run over a complete image. The price:
+  // damaged scan data that happens to decode and leave bytes over is not
+  // caught either (nothing catches damage that decodes without a trace).
+  if (cinfo->err->msg_code == JWRN_EXTRANEOUS_DATA && cinfo->err->msg_parm.i[1] == 0xD9) return;
+  jpeg_fail(cinfo);  // any other warning: corrupt data (see above)
 }
 
 void jpeg_progress(j_common_ptr cinfo) {

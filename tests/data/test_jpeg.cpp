@@ -244,6 +244,32 @@ TEST_CASE("image: JPEG cut short anywhere is refused, naming the file and libjpe
   check_error([&] { data::read_image_info(head); }, head, "cannot read the JPEG header");
 }
 
+TEST_CASE("image: JPEG stray bytes just before the end marker decode (as in real photos); elsewhere they are refused") {
+  TempDir dir;
+  for (bool progressive : {false, true}) {
+    CAPTURE(progressive);
+    const Tensor img = textured_image(40, 48);
+    Bytes jpg = libjpeg_encode(img.data<uint8_t>(), 48, 40, {.progressive = progressive});
+    const Tensor clean = data::decode_image_memory(jpg.data(), jpg.size(), "clean.jpg");
+    // 240 bytes between the last scan and EOI (libjpeg: "Corrupt JPEG data:
+    // 240 extraneous bytes before marker 0xd9"): the same pixels.
+    Bytes tail = jpg;
+    const size_t eoi = tail.size() - 2;
+    REQUIRE((tail[eoi] == 0xFF && tail[eoi + 1] == 0xD9));
+    tail.insert(tail.begin() + static_cast<long>(eoi), 240, 0x5A);
+    const Tensor decoded = data::decode_image_memory(tail.data(), tail.size(), "tail.jpg");
+    REQUIRE(decoded.shape() == clean.shape());
+    CHECK(std::memcmp(decoded.raw(), clean.raw(), clean.nbytes()) == 0);
+    // The same bytes before the first scan's header: refused.
+    Bytes head = jpg;
+    const size_t sos = marker_at(head, 0xDA);
+    head.insert(head.begin() + static_cast<long>(sos), 240, 0x5A);
+    const std::string p = dir.file(progressive ? "head_p.jpg" : "head.jpg");
+    write_raw(p, head);
+    check_error([&] { data::decode_image(p); }, p, "extraneous bytes before marker 0xda");
+  }
+}
+
 TEST_CASE("image: JPEG with corrupt entropy-coded data is refused, naming the file") {
   TempDir dir;
   Bytes jpg = data::encode_jpeg(textured_image(64, 64), {.quality = 90});
