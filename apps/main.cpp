@@ -202,6 +202,7 @@ int cmd_run(const std::string& mode, int argc, char** argv) {
 
 int main(int argc, char** argv) {
   std::string cmd = argc > 1 ? argv[1] : "help";
+  bonsai::keep_freed_memory();  // training reallocates the same sizes every step
   try {
     if (cmd == "train" || cmd == "eval" || cmd == "train_and_eval") return cmd_run(cmd, argc, argv);
     if (cmd == "demo") return cmd_demo(argc, argv);

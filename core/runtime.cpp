@@ -1,5 +1,6 @@
 #include "core/runtime.h"
 
+#include <malloc.h>
 #include <omp.h>
 
 #include "core/dnnl_util.h"
@@ -20,6 +21,11 @@ void set_num_threads(int n) {
 }
 
 int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+
+void keep_freed_memory() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
 
 namespace dnnl_util {
 
