@@ -2,6 +2,7 @@
 
 #include <unordered_map>
 
+#include "core/op_profile.h"
 #include "core/ops.h"
 
 namespace bonsai {
@@ -36,6 +37,7 @@ bool any_requires_grad(std::initializer_list<Tensor> inputs) {
 }
 
 Tensor record(Tensor out, const char* name, const std::vector<Tensor>& inputs, BackwardFn fn) {
+  if (OpProfile* prof = OpProfile::active(); prof && g_grad_enabled) prof->on_record(name);
   if (!any_requires_grad(inputs)) return out;
   auto node = std::make_shared<Node>();
   node->name = name;
@@ -59,6 +61,8 @@ void run_backward(const Tensor& root, const Tensor& seed, const BackwardHooks& h
   BONSAI_CHECK(seed.shape() == root.shape(),
                "backward seed shape " + seed.shape_str() + " differs from root " + root.shape_str());
   NoGrad no_grad;  // backward closures compute plain tensors
+  OpProfile* prof = OpProfile::active();
+  if (prof) prof->on_backward_start();
 
   if (!root.grad_fn()) {  // the root is itself a leaf
     TensorImpl* leaf = root.impl();
@@ -111,7 +115,9 @@ void run_backward(const Tensor& root, const Tensor& seed, const BackwardHooks& h
     owned.erase(node.get());
     BONSAI_CHECK(node->backward, std::string("backward through '") + node->name +
                                      "' a second time: its saved tensors were already freed");
+    const double t0 = prof ? OpProfile::now() : 0;
     Grads grads = node->backward(grad_out);
+    if (prof) prof->on_backward(node->name, OpProfile::now() - t0);
     node->backward = nullptr;  // frees the saved tensors now
     grad_out = Tensor();
     BONSAI_CHECK(grads.size() == node->inputs.size(),

@@ -135,7 +135,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
     du::stream().wait();
   }
   bool need_x = x.requires_grad(), need_w = w.requires_grad(), has_b = bias.defined();
-  return record(y, "conv2d", {x, w, bias},
+  // The node's name tells the kinds apart in profiles (core/op_profile.h).
+  const char* name = p.groups == 1 ? (KH == 1 && KW == 1 ? "conv2d_1x1" : "conv2d")
+                     : p.groups == C && O == C ? "conv2d_depthwise"
+                                               : "conv2d_grouped";
+  return record(y, name, {x, w, bias},
                 [prims, xs = x.detach(), ws = w.detach(), need_x, need_w, has_b, O](const Tensor& gy) {
                   Grads g(3);
                   memory gym = du::wrap(du::nhwc_desc(gy.shape()), gy);

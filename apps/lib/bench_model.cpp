@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "apps/lib/args.h"
 #include "core/autograd.h"
 #include "core/check.h"
+#include "core/op_profile.h"
 #include "core/ops.h"
 #include "core/runtime.h"
 #include "export/float_graph.h"
@@ -70,6 +72,64 @@ std::string profile_text(const std::map<std::string, double>& profile, int runs)
   return out + line;
 }
 
+// Seconds per timed training step outside the ops, summed over the timed steps.
+struct StepParts {
+  double step = 0, zero_grad = 0, backward = 0, optimizer = 0;
+};
+
+// The training profile (see kBenchTrainUsage): one row per op name and
+// direction plus the step's other parts, ms per step, slowest first; "other"
+// makes the rows add up to the mean step.
+std::string train_profile_text(const OpProfile& prof, const StepParts& parts, int steps) {
+  struct Row {
+    double seconds;
+    std::string name;
+    int64_t calls;  // 0: not an op
+  };
+  std::vector<Row> rows;
+  double fwd_ops = 0, bwd_ops = 0;
+  for (const auto& [op, st] : prof.forward()) {
+    rows.push_back({st.seconds / steps, op + " fwd", st.calls});
+    fwd_ops += st.seconds / steps;
+  }
+  for (const auto& [op, st] : prof.backward()) {
+    rows.push_back({st.seconds / steps, op + " bwd", st.calls});
+    bwd_ops += st.seconds / steps;
+  }
+  const double step = parts.step / steps;
+  const double autograd = parts.backward / steps - bwd_ops;
+  rows.push_back({parts.optimizer / steps, "optimizer", 0});
+  rows.push_back({parts.zero_grad / steps, "zero_grad", 0});
+  rows.push_back({autograd, "autograd", 0});
+  rows.push_back({0.0, "data", 0});
+  double listed = 0;
+  for (const Row& r : rows) listed += r.seconds;
+  rows.push_back({step - listed, "other", 0});
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.seconds > b.seconds; });
+
+  char line[160];
+  std::snprintf(line, sizeof line, "train profile, ms per step (mean of %d timed steps of %.3f ms):\n", steps,
+                1000 * step);
+  std::string out = line;
+  for (const Row& r : rows) {
+    int n = std::snprintf(line, sizeof line, "  %-26s %9.3f ms %6.1f%%", r.name.c_str(), 1000 * r.seconds,
+                          100 * r.seconds / step);
+    if (r.calls > 0)
+      std::snprintf(line + n, sizeof line - n, " %6.1f calls", static_cast<double>(r.calls) / steps);
+    out += line;
+    out += '\n';
+  }
+  std::snprintf(line, sizeof line, "  %-26s %9.3f ms %6.1f%%\n", "measured (all but other)", 1000 * listed,
+                100 * listed / step);
+  out += line;
+  std::snprintf(line, sizeof line, "  %-26s %9.3f ms\n", "step", 1000 * step);
+  out += line;
+  out += "  (fwd: from the previous op's end to this op's record; bwd: its backward closure; autograd:\n"
+         "   backward outside the closures; data: none, one random batch made before timing;\n"
+         "   other: the step minus every row above)\n";
+  return out;
+}
+
 }  // namespace
 
 std::string bench_model(const ModelBenchSpec& s, std::string* profile_out) {
@@ -77,6 +137,7 @@ std::string bench_model(const ModelBenchSpec& s, std::string* profile_out) {
   BONSAI_CHECK(s.steps > 0 && s.warmup >= 0 && s.res > 0 && s.classes > 0,
                "--steps, --res and --classes must be positive and --warmup non-negative");
   set_num_threads(s.threads);
+  if (profile_out) profile_out->clear();
   const bool train = s.mode == "train";
   const int batch = train ? s.batch : 1;
   BONSAI_CHECK(batch > 0, "--batch must be positive");
@@ -97,16 +158,29 @@ std::string bench_model(const ModelBenchSpec& s, std::string* profile_out) {
   if (train) {
     model->train();
     optim::Sgd opt(model->named_parameters(), {.momentum = 0.9f}, {.weight_decay = 4e-5f});
+    std::optional<OpProfile> prof;  // --profile: the timed steps only
+    StepParts parts;
     for (int i = 0; i < s.warmup + s.steps; ++i) {
+      if (s.profile && i == s.warmup) prof.emplace();
       double t0 = now_s();
       model->zero_grad();
+      double t_zero = now_s();
+      if (prof) prof->mark();
       Tensor loss = ops::softmax_cross_entropy(model->forward(x), labels);
+      double t_fwd = now_s();
       loss.backward();
+      double t_bwd = now_s();
       opt.step(0.01f);
       double t1 = now_s();
       BONSAI_CHECK(std::isfinite(loss.item()), "bench train: the loss is not finite");
-      if (i >= s.warmup) times.push_back(t1 - t0);
+      if (i < s.warmup) continue;
+      times.push_back(t1 - t0);
+      parts.step += t1 - t0;
+      parts.zero_grad += t_zero - t0;
+      parts.backward += t_bwd - t_fwd;
+      parts.optimizer += t1 - t_bwd;
     }
+    if (prof && profile_out) *profile_out = train_profile_text(*prof, parts, s.steps);
   } else if (!s.int8.empty()) {
     // The integer model: a file, or this model quantized, calibrated on the
     // (random) input and converted — the weights do not change the speed.
@@ -162,10 +236,10 @@ std::string bench_model(const ModelBenchSpec& s, std::string* profile_out) {
   j["threads"] = num_threads();
   j["params"] = model->num_parameters();
   j["median_step_s"] = round_to(med, 4);
-  if (!train) j["median_ms"] = round_to(1000.0 * med, 2);
+  if (!train) j["median_ms"] = round_to(1000.0 * med, 3);  // 3 decimals: sub-ms latencies (the float graph)
   j["images_per_s"] = round_to(batch / med, 2);
   j["peak_rss_mib"] = peak_rss_mib();
-  if (profile_out) *profile_out = profile_text(profile, profiled_runs);
+  if (profile_out && !train) *profile_out = profile_text(profile, profiled_runs);
   return j.dump();
 }
 
@@ -175,10 +249,10 @@ namespace {
 int run_command(int argc, char** argv, const char* mode, int batch, int threads, int steps, int warmup) {
   std::map<std::string, std::string> flags = {
       {"model", ""}, {"res", "224"}, {"threads", std::to_string(threads)},
-      {"steps", std::to_string(steps)}, {"warmup", std::to_string(warmup)}, {"classes", "1000"}};
+      {"steps", std::to_string(steps)}, {"warmup", std::to_string(warmup)}, {"classes", "1000"},
+      {"profile", "false"}};
   if (batch == 0) {  // infer: FP32 or int8
     flags["int8"] = "";
-    flags["profile"] = "false";
     flags["save-int8"] = "";
     flags["engine"] = "graph";
   }
@@ -194,9 +268,9 @@ int run_command(int argc, char** argv, const char* mode, int batch, int threads,
   s.threads = a.get_int("threads");
   s.steps = a.get_int("steps");
   s.warmup = a.get_int("warmup");
+  s.profile = a.get_bool("profile");
   if (batch == 0) {
     s.int8 = a.get("int8");
-    s.profile = a.get_bool("profile");
     s.save_int8 = a.get("save-int8");
     s.engine = a.get("engine");
     BONSAI_CHECK(s.save_int8.empty() || s.int8 == "true", "bonsai bench infer: --save-int8 needs --int8 true");

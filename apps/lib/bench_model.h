@@ -36,7 +36,10 @@ struct ModelBenchSpec {
   // random input) and converted to int8; else the path of an int8 model file.
   std::string int8;
   std::string save_int8;  // int8 "true" only: also save the converted model here (to export it)
-  bool profile = false;  // int8 only: time the runs per op type (Int8Model::set_profiling)
+  // Time the timed steps per op type: train, per autograd op name forward and
+  // backward plus the step's other parts (core/op_profile.h); infer, int8 only
+  // (Int8Model::set_profiling).
+  bool profile = false;
   // FP32 only: "graph" runs the float graph (export/float_graph.h: BN folded)
   // on infer::FloatRuntime (fused oneDNN post-ops); "eager" the module tree's
   // own eval forward.
@@ -44,13 +47,19 @@ struct ModelBenchSpec {
 };
 
 // Runs the benchmark and returns the JSON line it prints; with s.profile,
-// *profile_out gets the per-op-type table (ms per run, slowest first).
+// *profile_out gets the per-op-type table (ms per step or run, slowest first),
+// otherwise it is cleared.
 std::string bench_model(const ModelBenchSpec& s, std::string* profile_out = nullptr);
 
 inline constexpr const char* kBenchTrainUsage =
     "  bonsai bench train --model M [--batch 8 --res 224 --threads 2 --steps 5 --warmup 2 --classes 1000]\n"
+    "                     [--profile]\n"
     "      Median full SGD-momentum training step on random data; one JSON line\n"
-    "      (median_step_s, images_per_s, peak_rss_mib, params), fields as the PyTorch peer.\n";
+    "      (median_step_s, images_per_s, peak_rss_mib, params), fields as the PyTorch peer.\n"
+    "      --profile adds lines after it: ms per timed step (mean) for each op type forward\n"
+    "      and backward (conv2d = k x k, conv2d_1x1, conv2d_depthwise, batch_norm, relu, add,\n"
+    "      ...), optimizer, zero_grad, autograd (backward outside the ops), data and other,\n"
+    "      slowest first, adding up to the step.\n";
 inline constexpr const char* kBenchInferUsage =
     "  bonsai bench infer --model M [--res 224 --threads 1 --steps 20 --warmup 3 --classes 1000]\n"
     "                     [--int8 true|MODEL.safetensors [--profile]] [--save-int8 M.safetensors]\n"
