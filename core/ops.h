@@ -55,6 +55,12 @@ struct BatchNormParams {
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                   const Tensor& running_mean, const Tensor& running_var,
                   const BatchNormParams& p);
+// relu(batch_norm(x, ...)) in training (p.training must be set) as one
+// oneDNN primitive (fuse_norm_relu): the ReLU costs no pass of its own
+// forward or backward (the backward reads a bit mask oneDNN keeps).
+// Values and gradients equal the two ops'.
+Tensor batch_norm_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                       const Tensor& running_var, const BatchNormParams& p);
 
 // Activations (elementwise).
 Tensor relu(const Tensor& x);

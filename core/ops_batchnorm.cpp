@@ -31,13 +31,14 @@ memory::desc data_desc(const Shape& s) {
   return memory::desc({s[0], s[1]}, memory::data_type::f32, memory::format_tag::nc);
 }
 
-std::shared_ptr<BnPrims> get_prims(const Shape& s, bool training, float eps) {
-  std::string key = s.str() + (training ? "T" : "I") + std::to_string(eps);
+std::shared_ptr<BnPrims> get_prims(const Shape& s, bool training, float eps, bool fuse_relu = false) {
+  std::string key = s.str() + (training ? "T" : "I") + (fuse_relu ? "R" : "") + std::to_string(eps);
   return bn_cache().get(key, [&] {
     du::count_cached_primitive();
     auto b = std::make_shared<BnPrims>();
     auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
     if (!training) flags = flags | dnnl::normalization_flags::use_global_stats;
+    if (fuse_relu) flags = flags | dnnl::normalization_flags::fuse_norm_relu;
     memory::desc md = data_desc(s);
     auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
     b->fwd_pd = dnnl::batch_normalization_forward::primitive_desc(
@@ -50,6 +51,20 @@ std::shared_ptr<BnPrims> get_prims(const Shape& s, bool training, float eps) {
     }
     return b;
   });
+}
+
+// Keras momentum on the moving statistics, the unbiased batch variance.
+void update_running_stats(const Tensor& running_mean, const Tensor& running_var, const Tensor& mean,
+                          const Tensor& var, int64_t M, float momentum) {
+  float* rm = running_mean.data<float>();
+  float* rv = running_var.data<float>();
+  const float* bm = mean.data<float>();
+  const float* bv = var.data<float>();
+  const float m = momentum, unbias = static_cast<float>(M) / static_cast<float>(M - 1);
+  for (int64_t c = 0; c < mean.numel(); ++c) {
+    rm[c] = rm[c] * m + bm[c] * (1.f - m);
+    rv[c] = rv[c] * m + bv[c] * unbias * (1.f - m);
+  }
 }
 
 }  // namespace
@@ -79,15 +94,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
   du::stream().wait();
 
   if (p.training) {
-    float* rm = running_mean.data<float>();
-    float* rv = running_var.data<float>();
-    const float* bm = mean.data<float>();
-    const float* bv = var.data<float>();
-    const float m = p.momentum, unbias = static_cast<float>(M) / static_cast<float>(M - 1);
-    for (int64_t c = 0; c < C; ++c) {
-      rm[c] = rm[c] * m + bm[c] * (1.f - m);
-      rv[c] = rv[c] * m + bv[c] * unbias * (1.f - m);
-    }
+    update_running_stats(running_mean, running_var, mean, var, M, p.momentum);
     return record(y, "batch_norm", {x, gamma, beta},
                   [prims, xs = x.detach(), gs = gamma.detach(), bs = beta.detach(), mean, var](const Tensor& gy) {
                     const int64_t C = xs.dim(-1);
@@ -130,6 +137,54 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
                       dg[c] += gyv * (px[r * C + c] - mu[c]) * inv[c];
                       db[c] += gyv;
                     }
+                  return Grads{gx, gg, gb};
+                });
+}
+
+Tensor batch_norm_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                       const Tensor& running_var, const BatchNormParams& p) {
+  BONSAI_CHECK(p.training, "batch_norm_relu: training only (inference folds into the conv)");
+  BONSAI_CHECK(x.rank() == 4 || x.rank() == 2,
+               "batch_norm_relu: expected [N, H, W, C] or [N, C], got " + x.shape_str());
+  const int64_t C = x.dim(-1);
+  for (const Tensor* t : {&gamma, &beta, &running_mean, &running_var})
+    BONSAI_CHECK(t->rank() == 1 && t->dim(0) == C,
+                 "batch_norm_relu: per-channel tensor " + t->shape_str() + " for input " + x.shape_str());
+  const int64_t M = x.numel() / C;
+  BONSAI_CHECK(M > 1, "batch_norm_relu: training needs more than one value per channel, input " + x.shape_str());
+  auto prims = get_prims(x.shape(), true, p.epsilon, /*fuse_relu=*/true);
+  memory::desc md = data_desc(x.shape());
+  Tensor y = Tensor::empty(x.shape());
+  Tensor mean = Tensor::empty({C}), var = Tensor::empty({C});
+  // The ReLU's mask, which the backward reads.
+  auto workspace = std::make_shared<memory>(prims->fwd_pd.workspace_desc(), du::engine());
+  prims->fwd.execute(du::stream(), {{DNNL_ARG_SRC, du::wrap(md, x)},
+                                    {DNNL_ARG_DST, du::wrap(md, y)},
+                                    {DNNL_ARG_SCALE, du::wrap(du::vec_desc(C), gamma)},
+                                    {DNNL_ARG_SHIFT, du::wrap(du::vec_desc(C), beta)},
+                                    {DNNL_ARG_MEAN, du::wrap(du::vec_desc(C), mean)},
+                                    {DNNL_ARG_VARIANCE, du::wrap(du::vec_desc(C), var)},
+                                    {DNNL_ARG_WORKSPACE, *workspace}});
+  du::stream().wait();
+  update_running_stats(running_mean, running_var, mean, var, M, p.momentum);
+  return record(y, "batch_norm_relu", {x, gamma, beta},
+                [prims, workspace, xs = x.detach(), gs = gamma.detach(), bs = beta.detach(), mean,
+                 var](const Tensor& gy) {
+                  const int64_t C = xs.dim(-1);
+                  memory::desc md = data_desc(xs.shape());
+                  Tensor gx = Tensor::empty(xs.shape());
+                  Tensor gg = Tensor::empty({C}), gb = Tensor::empty({C});
+                  prims->bwd.execute(du::stream(), {{DNNL_ARG_SRC, du::wrap(md, xs)},
+                                                    {DNNL_ARG_DIFF_DST, du::wrap(md, gy)},
+                                                    {DNNL_ARG_MEAN, du::wrap(du::vec_desc(C), mean)},
+                                                    {DNNL_ARG_VARIANCE, du::wrap(du::vec_desc(C), var)},
+                                                    {DNNL_ARG_SCALE, du::wrap(du::vec_desc(C), gs)},
+                                                    {DNNL_ARG_SHIFT, du::wrap(du::vec_desc(C), bs)},
+                                                    {DNNL_ARG_WORKSPACE, *workspace},
+                                                    {DNNL_ARG_DIFF_SRC, du::wrap(md, gx)},
+                                                    {DNNL_ARG_DIFF_SCALE, du::wrap(du::vec_desc(C), gg)},
+                                                    {DNNL_ARG_DIFF_SHIFT, du::wrap(du::vec_desc(C), gb)}});
+                  du::stream().wait();
                   return Grads{gx, gg, gb};
                 });
 }

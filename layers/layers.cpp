@@ -1,5 +1,7 @@
 #include "layers/layers.h"
 
+#include <typeinfo>
+
 #include <cmath>
 
 #include "core/dist/sync_batch_norm.h"
@@ -63,6 +65,17 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   if (p.training && sync_)
     return dist::sync_batch_norm(x, gamma, beta, moving_mean, moving_variance, p, *sync_);
   return ops::batch_norm(x, gamma, beta, moving_mean, moving_variance, p);
+}
+
+Tensor batch_norm_then(Module& bn, Module& act, const Tensor& x) {
+  auto* b = typeid(bn) == typeid(BatchNorm2d) ? static_cast<BatchNorm2d*>(&bn) : nullptr;
+  auto* a = typeid(act) == typeid(Activation) ? static_cast<Activation*>(&act) : nullptr;
+  if (b && a && a->kind() == ActivationKind::relu && b->is_training() && !b->synced()) {
+    const BatchNormOptions& o = b->options();
+    return ops::batch_norm_relu(x, b->gamma, b->beta, b->moving_mean, b->moving_variance,
+                                {.training = true, .momentum = o.momentum, .epsilon = o.epsilon});
+  }
+  return act.forward(bn.forward(x));
 }
 
 void use_sync_batch_norm(Module& m, std::shared_ptr<dist::Communicator> comm) {

@@ -72,6 +72,13 @@ class BatchNorm2d : public Module {
   std::shared_ptr<dist::Communicator> sync_;
 };
 
+// act(bn(x)), as one fused op (ops::batch_norm_relu) when `bn` is a plain
+// BatchNorm2d training on its own batch (not synced) and `act` a plain relu
+// Activation; otherwise the two modules' own forwards. A transform that
+// wraps or replaces either (QAT, tracing) so gets the unfused path. Blocks
+// call this where a BN feeds an activation.
+Tensor batch_norm_then(Module& bn, Module& act, const Tensor& x);
+
 // Every BatchNorm2d below `m` takes its training statistics over the ranks
 // of `comm` (synchronized batch norm; PyTorch's convert_sync_batchnorm).
 void use_sync_batch_norm(Module& m, std::shared_ptr<dist::Communicator> comm);

@@ -15,6 +15,7 @@ Conv2dBNBlock::Conv2dBNBlock(const Conv2dBNOptions& o) : opt_(o) {
 
 Tensor Conv2dBNBlock::forward(const Tensor& x) {
   Tensor y = child("conv")->forward(x);
+  if (opt_.use_normalization && opt_.activation) return batch_norm_then(*child("bn"), *child("act"), y);
   if (opt_.use_normalization) y = child("bn")->forward(y);
   if (opt_.activation) y = child("act")->forward(y);
   return y;

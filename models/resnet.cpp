@@ -69,8 +69,8 @@ BottleneckBlock::BottleneckBlock(const ResNetBlockOptions& o) : opt_(o) {
 Tensor BottleneckBlock::forward(const Tensor& x) {
   check_input(x, opt_.in, "BottleneckBlock");
   Tensor shortcut = opt_.use_projection ? child("shortcut")->forward(x) : x;  // [N, H/s, W/s, 4f]
-  Tensor y = child("act1")->forward(child("bn1")->forward(child("conv1")->forward(x)));  // [N, H, W, f]
-  y = child("act2")->forward(child("bn2")->forward(child("conv2")->forward(y)));  // [N, H/s, W/s, f]
+  Tensor y = batch_norm_then(*child("bn1"), *child("act1"), child("conv1")->forward(x));  // [N, H, W, f]
+  y = batch_norm_then(*child("bn2"), *child("act2"), child("conv2")->forward(y));  // [N, H/s, W/s, f]
   y = child("bn3")->forward(child("conv3")->forward(y));                         // [N, H/s, W/s, 4f]
   return child("act3")->forward(merge_child(*this, "add", {y, shortcut}));
 }
@@ -91,7 +91,7 @@ ResidualBlock::ResidualBlock(const ResNetBlockOptions& o) : opt_(o) {
 Tensor ResidualBlock::forward(const Tensor& x) {
   check_input(x, opt_.in, "ResidualBlock");
   Tensor shortcut = opt_.use_projection ? child("shortcut")->forward(x) : x;  // [N, H/s, W/s, f]
-  Tensor y = child("act1")->forward(child("bn1")->forward(child("conv1")->forward(x)));  // [N, H/s, W/s, f]
+  Tensor y = batch_norm_then(*child("bn1"), *child("act1"), child("conv1")->forward(x));  // [N, H/s, W/s, f]
   y = child("bn2")->forward(child("conv2")->forward(y));
   return child("act2")->forward(merge_child(*this, "add", {y, shortcut}));
 }

@@ -118,6 +118,41 @@ TEST_CASE("grad: batch norm, training and inference") {
                   {rnd({6, 5}, 53), g, b}, {.eps = 1e-2, .rtol = 2e-2, .atol = 2e-3});
 }
 
+TEST_CASE("grad: fused batch_norm_relu equals relu(batch_norm), values, gradients, running statistics") {
+  Tensor x = rnd({4, 5, 5, 6}, 70), g = rnd({6}, 71), b = rnd({6}, 72);
+  Tensor w = rnd({4, 5, 5, 6}, 73);  // the loss sum(y * w) weights every output differently
+  auto run = [&](bool fused, Tensor& rm, Tensor& rv) {
+    V in{x.detach(), g.detach(), b.detach()};
+    for (Tensor& t : in) t.requires_grad_();
+    const ops::BatchNormParams p{.training = true, .momentum = 0.9f, .epsilon = 1e-3f};
+    Tensor y = fused ? ops::batch_norm_relu(in[0], in[1], in[2], rm, rv, p)
+                     : ops::relu(ops::batch_norm(in[0], in[1], in[2], rm, rv, p));
+    ops::sum(ops::mul(y, w)).backward();
+    return V{y.detach(), in[0].grad(), in[1].grad(), in[2].grad()};
+  };
+  Tensor rm1 = Tensor::zeros({6}), rv1 = Tensor::full({6}, 1.5f), rm2 = rm1.clone(), rv2 = rv1.clone();
+  const V fused = run(true, rm1, rv1), plain = run(false, rm2, rv2);
+  int negative = 0;  // the ReLU must cut something for the test to mean anything
+  for (int64_t i = 0; i < plain[0].numel(); ++i) negative += plain[0].data<float>()[i] == 0.f;
+  CHECK(negative > plain[0].numel() / 4);
+  const char* names[] = {"y", "dx", "dgamma", "dbeta"};
+  for (size_t k = 0; k < fused.size(); ++k) {
+    CAPTURE(names[k]);
+    REQUIRE(fused[k].shape() == plain[k].shape());
+    double diff = 0, scale = 0;
+    for (int64_t i = 0; i < fused[k].numel(); ++i) {
+      diff = std::max(diff, std::abs(double(fused[k].data<float>()[i]) - plain[k].data<float>()[i]));
+      scale = std::max(scale, std::abs(double(plain[k].data<float>()[i])));
+    }
+    CHECK(diff <= 1e-5 * scale + 1e-6);
+  }
+  for (int64_t c = 0; c < 6; ++c) {
+    CHECK(rm1.data<float>()[c] == doctest::Approx(rm2.data<float>()[c]).epsilon(1e-6));
+    CHECK(rv1.data<float>()[c] == doctest::Approx(rv2.data<float>()[c]).epsilon(1e-6));
+  }
+  CHECK_THROWS(ops::batch_norm_relu(x, g, b, rm1, rv1, {.training = false}));
+}
+
 TEST_CASE("grad: pooling") {
   // Distinct well-separated values so no max changes under a 1e-2 step.
   std::mt19937 rng(60);
