@@ -71,6 +71,9 @@ Tensor sigmoid(const Tensor& x);
 
 // Binary ops with numpy broadcasting (e.g. [N,H,W,C] * [N,1,1,C] for SE).
 Tensor add(const Tensor& a, const Tensor& b);
+// relu(a + b) for same-shape a and b in one pass (a residual connection
+// and its activation); values and gradients equal the two ops'.
+Tensor add_relu(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor scale(const Tensor& x, float s);  // x * s

@@ -220,6 +220,35 @@ Tensor sigmoid(const Tensor& x) {
   });
 }
 
+namespace {
+
+void add_relu_kernel(const float* __restrict a, const float* __restrict b, float* __restrict y, int64_t n) {
+  constexpr int64_t kBlock = 16384;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t k = 0; k < blocks; ++k) {
+    const int64_t begin = k * kBlock, end = std::min(n, begin + kBlock);
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) y[i] = std::max(a[i] + b[i], 0.f);
+  }
+}
+
+}  // namespace
+
+Tensor add_relu(const Tensor& a, const Tensor& b) {
+  BONSAI_CHECK(a.dtype() == DType::f32 && b.dtype() == DType::f32 && a.shape() == b.shape(),
+               "add_relu: two f32 tensors of one shape, got " + a.shape_str() + " and " + b.shape_str());
+  Tensor y = Tensor::empty(a.shape());
+  add_relu_kernel(a.data<float>(), b.data<float>(), y.data<float>(), a.numel());
+  // relu'(a + b) is 1 where the output is positive (relu'(0) = 0, as relu's).
+  return record(y, "add_relu", {a, b}, [ys = y.detach()](const Tensor& gy) {
+    Tensor gx = Tensor::empty(ys.shape());
+    map_unary_grad(ys.data<float>(), gy.data<float>(), gx.data<float>(), ys.numel(),
+                   [](float v, float g) { return v > 0.f ? g : 0.f; });
+    return Grads{gx, gx};
+  });
+}
+
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor y = kernels::binary(kernels::BinaryOp::add, a, b);
   return record(y, "add", {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor& gy) {

@@ -170,6 +170,15 @@ Tensor merge_child(const Module& parent, const std::string& name, const std::vec
   return m->merge(inputs);
 }
 
+Tensor merge_then(const Module& parent, const std::string& merge, Module& act, const std::vector<Tensor>& inputs) {
+  const auto m = parent.child(merge);
+  const auto* a = typeid(act) == typeid(Activation) ? static_cast<Activation*>(&act) : nullptr;
+  if (m && typeid(*m) == typeid(Add) && a && a->kind() == ActivationKind::relu && inputs.size() == 2 &&
+      inputs[0].shape() == inputs[1].shape())
+    return ops::add_relu(inputs[0], inputs[1]);
+  return act.forward(merge_child(parent, merge, inputs));
+}
+
 Tensor Sequential::forward(const Tensor& x) {
   Tensor y = x;
   for (const auto& [name, child] : children()) y = child->forward(y);

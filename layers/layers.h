@@ -78,6 +78,11 @@ class BatchNorm2d : public Module {
 // wraps or replaces either (QAT, tracing) so gets the unfused path. Blocks
 // call this where a BN feeds an activation.
 Tensor batch_norm_then(Module& bn, Module& act, const Tensor& x);
+// act(parent's merge child `merge` of `inputs`), as one fused op
+// (ops::add_relu) when the merge is a plain Add of two same-shape inputs
+// and `act` a plain relu Activation; otherwise merge_child then act's
+// forward (the residual add + activation of ResNet's blocks).
+Tensor merge_then(const Module& parent, const std::string& merge, Module& act, const std::vector<Tensor>& inputs);
 
 // Every BatchNorm2d below `m` takes its training statistics over the ranks
 // of `comm` (synchronized batch norm; PyTorch's convert_sync_batchnorm).

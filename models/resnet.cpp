@@ -72,7 +72,7 @@ Tensor BottleneckBlock::forward(const Tensor& x) {
   Tensor y = batch_norm_then(*child("bn1"), *child("act1"), child("conv1")->forward(x));  // [N, H, W, f]
   y = batch_norm_then(*child("bn2"), *child("act2"), child("conv2")->forward(y));  // [N, H/s, W/s, f]
   y = child("bn3")->forward(child("conv3")->forward(y));                         // [N, H/s, W/s, 4f]
-  return child("act3")->forward(merge_child(*this, "add", {y, shortcut}));
+  return merge_then(*this, "add", *child("act3"), {y, shortcut});
 }
 
 ResidualBlock::ResidualBlock(const ResNetBlockOptions& o) : opt_(o) {
@@ -93,7 +93,7 @@ Tensor ResidualBlock::forward(const Tensor& x) {
   Tensor shortcut = opt_.use_projection ? child("shortcut")->forward(x) : x;  // [N, H/s, W/s, f]
   Tensor y = batch_norm_then(*child("bn1"), *child("act1"), child("conv1")->forward(x));  // [N, H/s, W/s, f]
   y = child("bn2")->forward(child("conv2")->forward(y));
-  return child("act2")->forward(merge_child(*this, "add", {y, shortcut}));
+  return merge_then(*this, "add", *child("act2"), {y, shortcut});
 }
 
 const std::vector<ResNet::GroupSpec>& ResNet::specs(int depth) {

@@ -153,6 +153,37 @@ TEST_CASE("grad: fused batch_norm_relu equals relu(batch_norm), values, gradient
   CHECK_THROWS(ops::batch_norm_relu(x, g, b, rm1, rv1, {.training = false}));
 }
 
+TEST_CASE("grad: fused add_relu equals relu(add), also with one input reaching both operands") {
+  Tensor x0 = rnd({3, 4, 4, 5}, 80), w0 = rnd({3, 4, 4, 5}, 81), r = rnd({3, 4, 4, 5}, 82);
+  // y = relu(x * w + x): x reaches the add directly and through the product,
+  // as a residual block's input does (the gradients of both paths accumulate).
+  auto run = [&](bool fused) {
+    Tensor x = x0.detach(), w = w0.detach();
+    x.requires_grad_();
+    w.requires_grad_();
+    Tensor branch = ops::mul(x, w);
+    Tensor y = fused ? ops::add_relu(branch, x) : ops::relu(ops::add(branch, x));
+    ops::sum(ops::mul(y, r)).backward();
+    return V{y.detach(), x.grad(), w.grad()};
+  };
+  const V fused = run(true), plain = run(false);
+  int zero = 0;
+  for (int64_t i = 0; i < plain[0].numel(); ++i) zero += plain[0].data<float>()[i] == 0.f;
+  CHECK(zero > plain[0].numel() / 4);
+  for (size_t k = 0; k < fused.size(); ++k) {
+    CAPTURE(k);
+    REQUIRE(fused[k].shape() == plain[k].shape());
+    for (int64_t i = 0; i < fused[k].numel(); ++i)
+      REQUIRE(fused[k].data<float>()[i] == doctest::Approx(plain[k].data<float>()[i]).epsilon(1e-6));
+  }
+  // Finite differences away from the kink: every a + b at least 0.2 from 0.
+  Tensor a = rnd({2, 3, 3, 4}, 83), b = rnd({2, 3, 3, 4}, 84);
+  for (int64_t i = 0; i < a.numel(); ++i)
+    if (std::abs(a.data<float>()[i] + b.data<float>()[i]) < 0.2f) b.data<float>()[i] += 0.5f;
+  check_gradients("add_relu", [](const V& in) { return ops::add_relu(in[0], in[1]); }, {a, b});
+  CHECK_THROWS(ops::add_relu(x0, rnd({3, 4, 4, 1}, 85)));
+}
+
 TEST_CASE("grad: pooling") {
   // Distinct well-separated values so no max changes under a 1e-2 step.
   std::mt19937 rng(60);
