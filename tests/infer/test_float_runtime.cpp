@@ -88,7 +88,8 @@ TEST_CASE("float runtime: zoo models equal their eval forward") {
   const Case cases[] = {{"resnet50", 32, "conv+add(in-place)+relu"},
                         {"mobilenet_v2", 32, "conv+add(in-place)"},
                         {"mobilenet_v3_large", 32, "conv+hard_swish"},
-                        {"mobilenet_multi_avg", 32, "conv+relu"}};
+                        {"mobilenet_multi_avg", 32, "conv+relu"},
+                        {"deeplabv3_mobilenet_v2", 64, "resize"}};
   std::mt19937 rng(9);
   for (const Case& c : cases) {
     CAPTURE(c.name);
