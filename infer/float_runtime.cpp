@@ -200,6 +200,8 @@ FloatRuntime::Prepared& FloatRuntime::prepared(int64_t batch) {
       p->buffers[v] = Tensor::zeros(Shape(dims));
     }
   auto data = [&p, this](int v) { return p->buffers[storage_of_[v]].template data<float>(); };
+  // [H, W, C] of value v. (Plain variables at the call sites, not structured
+  // bindings: the lambdas capture them, which clang 14 does not allow.)
   auto hwc = [&values](int v) {
     const auto& s = values[v].shape;
     BONSAI_CHECK(s.size() == 3, "float runtime: value '" + values[v].name + "' is not [H, W, C]");
@@ -216,8 +218,10 @@ FloatRuntime::Prepared& FloatRuntime::prepared(int64_t batch) {
         p->run[k] = [] {};
         break;
       case FloatOpType::conv: {
-        const auto [h, w, cin] = hwc(o.inputs[0]);
-        const auto [oh, ow, cout] = hwc(o.output);
+        const std::array<int64_t, 3> h_w_cin = hwc(o.inputs[0]);
+        const int64_t h = h_w_cin[0], w = h_w_cin[1], cin = h_w_cin[2];
+        const std::array<int64_t, 3> oh_ow_cout = hwc(o.output);
+        const int64_t oh = oh_ow_cout[0], ow = oh_ow_cout[1], cout = oh_ow_cout[2];
         const memory::desc src_md({batch, cin, h, w}, memory::data_type::f32, memory::format_tag::nhwc);
         const memory::desc dst_md({batch, cout, oh, ow}, memory::data_type::f32, memory::format_tag::nhwc);
         const bool grouped = g.groups > 1;
@@ -292,10 +296,12 @@ FloatRuntime::Prepared& FloatRuntime::prepared(int64_t batch) {
       }
       case FloatOpType::max_pool:
       case FloatOpType::avg_pool: {
-        const auto [h, w, c] = hwc(o.inputs[0]);
-        const auto [oh, ow, c2] = hwc(o.output);
+        const std::array<int64_t, 3> h_w_c = hwc(o.inputs[0]);
+        const int64_t h = h_w_c[0], w = h_w_c[1], c = h_w_c[2];
+        const std::array<int64_t, 3> oh_ow = hwc(o.output);
+        const int64_t oh = oh_ow[0], ow = oh_ow[1];
         const memory::desc src_md({batch, c, h, w}, memory::data_type::f32, memory::format_tag::nhwc);
-        const memory::desc dst_md({batch, c2, oh, ow}, memory::data_type::f32, memory::format_tag::nhwc);
+        const memory::desc dst_md({batch, c, oh, ow}, memory::data_type::f32, memory::format_tag::nhwc);
         const dnnl::pooling_forward::desc d(
             dnnl::prop_kind::forward_inference,
             o.type == FloatOpType::max_pool ? dnnl::algorithm::pooling_max
@@ -350,7 +356,8 @@ FloatRuntime::Prepared& FloatRuntime::prepared(int64_t batch) {
         break;
       }
       case FloatOpType::mean: {
-        const auto [h, w, c] = hwc(o.inputs[0]);
+        const std::array<int64_t, 3> h_w_c = hwc(o.inputs[0]);
+        const int64_t h = h_w_c[0], w = h_w_c[1], c = h_w_c[2];
         const float* x = data(o.inputs[0]);
         float* y = data(s.output);
         p->run[k] = [x, y, h, w, c, batch] {
@@ -367,8 +374,10 @@ FloatRuntime::Prepared& FloatRuntime::prepared(int64_t batch) {
         break;
       }
       case FloatOpType::resize: {
-        const auto [h, w, c] = hwc(o.inputs[0]);
-        const auto [oh, ow, c2] = hwc(o.output);
+        const std::array<int64_t, 3> h_w_c = hwc(o.inputs[0]);
+        const int64_t h = h_w_c[0], w = h_w_c[1], c = h_w_c[2];
+        const std::array<int64_t, 3> oh_ow = hwc(o.output);
+        const int64_t oh = oh_ow[0], ow = oh_ow[1];
         const float* x = data(o.inputs[0]);
         float* y = data(s.output);
         // Bilinear, half-pixel centres (ops::resize_bilinear's geometry).
