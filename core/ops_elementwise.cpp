@@ -146,16 +146,16 @@ void map_unary(const float* __restrict x, float* __restrict y, int64_t n, F f) {
   }
 }
 
-// d[i] = grad(x[i], g[i]), the same way.
-template <typename G>
-void map_unary_grad(const float* __restrict x, const float* __restrict g, float* __restrict d, int64_t n, G grad) {
+// y[i] = f(a[i], b[i]), the same way (gradients: f(x, g); add_relu).
+template <typename F>
+void map_binary(const float* __restrict a, const float* __restrict b, float* __restrict y, int64_t n, F f) {
   constexpr int64_t kBlock = 16384;
   const int64_t blocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t begin = b * kBlock, end = std::min(n, begin + kBlock);
+  for (int64_t k = 0; k < blocks; ++k) {
+    const int64_t begin = k * kBlock, end = std::min(n, begin + kBlock);
 #pragma omp simd
-    for (int64_t i = begin; i < end; ++i) d[i] = grad(x[i], g[i]);
+    for (int64_t i = begin; i < end; ++i) y[i] = f(a[i], b[i]);
   }
 }
 
@@ -168,7 +168,7 @@ Tensor unary(const char* name, const Tensor& x, F f, G grad) {
   map_unary(x.data<float>(), y.data<float>(), x.numel(), f);
   return record(y, name, {x}, [xs = x.detach(), grad](const Tensor& gy) {
     Tensor gx = Tensor::empty(xs.shape());
-    map_unary_grad(xs.data<float>(), gy.data<float>(), gx.data<float>(), xs.numel(), grad);
+    map_binary(xs.data<float>(), gy.data<float>(), gx.data<float>(), xs.numel(), grad);
     return Grads{gx};
   });
 }
@@ -224,30 +224,16 @@ Tensor sigmoid(const Tensor& x) {
   });
 }
 
-namespace {
-
-void add_relu_kernel(const float* __restrict a, const float* __restrict b, float* __restrict y, int64_t n) {
-  constexpr int64_t kBlock = 16384;
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t k = 0; k < blocks; ++k) {
-    const int64_t begin = k * kBlock, end = std::min(n, begin + kBlock);
-#pragma omp simd
-    for (int64_t i = begin; i < end; ++i) y[i] = std::max(a[i] + b[i], 0.f);
-  }
-}
-
-}  // namespace
-
 Tensor add_relu(const Tensor& a, const Tensor& b) {
   BONSAI_CHECK(a.dtype() == DType::f32 && b.dtype() == DType::f32 && a.shape() == b.shape(),
                "add_relu: two f32 tensors of one shape, got " + a.shape_str() + " and " + b.shape_str());
   Tensor y = Tensor::empty(a.shape());
-  add_relu_kernel(a.data<float>(), b.data<float>(), y.data<float>(), a.numel());
+  map_binary(a.data<float>(), b.data<float>(), y.data<float>(), a.numel(),
+             [](float u, float v) { return std::max(u + v, 0.f); });
   // relu'(a + b) is 1 where the output is positive (relu'(0) = 0, as relu's).
   return record(y, "add_relu", {a, b}, [ys = y.detach()](const Tensor& gy) {
     Tensor gx = Tensor::empty(ys.shape());
-    map_unary_grad(ys.data<float>(), gy.data<float>(), gx.data<float>(), ys.numel(),
+    map_binary(ys.data<float>(), gy.data<float>(), gx.data<float>(), ys.numel(),
                    [](float v, float g) { return v > 0.f ? g : 0.f; });
     return Grads{gx, gx};
   });

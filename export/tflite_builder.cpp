@@ -141,6 +141,8 @@ std::vector<uint8_t> GraphBuilder::finish(int input, int output, const std::stri
   std::vector<fb::Offset<void>> opcodes;
   for (const auto& [code, version] : opcodes_) {
     const fb::uoffset_t start = b.StartTable();
+    // The old byte field: the code itself up to 127, the schema's placeholder
+    // (127) for larger codes, which only builtin_code holds.
     b.AddElement<int8_t>(s::vtable_offset(s::operator_code::deprecated_builtin_code),
                          static_cast<int8_t>(std::min<int32_t>(code, s::kPlaceholderForGreaterOpCodes)), 0);
     b.AddElement<int32_t>(s::vtable_offset(s::operator_code::version), version, 1);

@@ -1,5 +1,9 @@
 #include "tests/export/float_net.h"
 
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
 #include <random>
 
 
@@ -103,6 +107,16 @@ std::shared_ptr<Sequential> small_float_net() {
   }
   m->eval();
   return m;
+}
+
+double relative_difference(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  double diff = 0, scale = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    diff = std::max(diff, std::abs(static_cast<double>(a.data<float>()[i]) - b.data<float>()[i]));
+    scale = std::max(scale, std::abs(static_cast<double>(b.data<float>()[i])));
+  }
+  return diff / scale;
 }
 
 }  // namespace bonsai::testing

@@ -23,4 +23,7 @@ namespace bonsai::testing {
 // the folds are not identities); the net is left in eval mode.
 std::shared_ptr<Sequential> small_float_net();
 
+// max |a − b| / max |b| over two same-shape f32 tensors (a test REQUIREs the shapes).
+double relative_difference(const Tensor& a, const Tensor& b);
+
 }  // namespace bonsai::testing

@@ -18,18 +18,9 @@
 using namespace bonsai;
 using namespace bonsai::exporters;
 
-namespace {
+using testing::relative_difference;
 
-// max |a − b| / max |b|
-double relative_difference(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  double diff = 0, scale = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    diff = std::max(diff, std::abs(static_cast<double>(a.data<float>()[i]) - b.data<float>()[i]));
-    scale = std::max(scale, std::abs(static_cast<double>(b.data<float>()[i])));
-  }
-  return diff / scale;
-}
+namespace {
 
 std::string op_list(const FloatGraph& g) {
   std::string s;
