@@ -138,12 +138,83 @@ int64_t numel_of(const std::vector<int64_t>& dims) {
   return n;
 }
 
+// HWIO [kh, kw, cin/g, cout] → ONNX's OIHW [cout, cin/g, kh, kw].
+template <typename T>
+std::vector<T> hwio_to_oihw(const T* src, int64_t kh, int64_t kw, int64_t cin_g, int64_t cout) {
+  std::vector<T> w(static_cast<size_t>(kh * kw * cin_g * cout));
+  for (int64_t y = 0; y < kh; ++y)
+    for (int64_t x = 0; x < kw; ++x)
+      for (int64_t i = 0; i < cin_g; ++i)
+        for (int64_t c = 0; c < cout; ++c) w[((c * cin_g + i) * kh + y) * kw + x] = src[((y * kw + x) * cin_g + i) * cout + c];
+  return w;
+}
+
+// What both exporters write a graph with: nodes, initializers, and the
+// model around the graph. where_ names the op being exported (for errors),
+// doc_ becomes the nodes' doc strings and prefix_ starts its tensor names.
+class GraphBuilder {
+ protected:
+  // The graph's name and its float input [batch, ...dims].
+  void begin(const std::vector<int64_t>& input_dims) {
+    graph_.add_string(field::graph::name, "bonsai");
+    graph_.add_message(field::graph::input, value_info("input", input_dims));
+  }
+
+  // The model: the graph with its float output [batch, ...dims], at opset kOpsetVersion.
+  std::vector<uint8_t> finish(const std::vector<int64_t>& output_dims) {
+    graph_.add_message(field::graph::output, value_info("output", output_dims));
+    Message opset;
+    opset.add_string(field::opset::domain, "");
+    opset.add_int(field::opset::version, kOpsetVersion);
+    Message model;
+    model.add_int(field::model::ir_version, kIrVersion);
+    model.add_string(field::model::producer_name, "bonsai");
+    model.add_message(field::model::graph, graph_);
+    model.add_message(field::model::opset_import, opset);
+    return model.release();
+  }
+
+  std::string node(const std::string& op_type, const std::vector<std::string>& inputs,
+                   const std::vector<std::string>& outputs, const std::vector<Message>& attrs = {},
+                   const std::string& name = "") {
+    Message n;
+    for (const std::string& s : inputs) n.add_string(field::node::input, s);
+    for (const std::string& s : outputs) n.add_string(field::node::output, s);
+    n.add_string(field::node::name, name.empty() ? outputs.at(0) : name);
+    n.add_string(field::node::op_type, op_type);
+    for (const Message& a : attrs) n.add_message(field::node::attribute, a);
+    if (!doc_.empty()) n.add_string(field::node::doc_string, doc_);
+    graph_.add_message(field::graph::node, n);
+    return outputs.at(0);
+  }
+
+  void initializer(const std::string& name, DataType type, const std::vector<int64_t>& dims, const void* data,
+                   size_t bytes) {
+    Message t;
+    for (int64_t d : dims) t.add_int(field::tensor::dims, d);
+    t.add_int(field::tensor::data_type, static_cast<int64_t>(type));
+    t.add_string(field::tensor::name, name);
+    t.add_bytes(field::tensor::raw_data, data, bytes);
+    graph_.add_message(field::graph::initializer, t);
+  }
+
+  // A float32 initializer of the given dims, or a scalar one.
+  std::string constant(const std::string& name, const std::vector<int64_t>& dims, const float* data) {
+    initializer(name, DataType::float32, dims, data, static_cast<size_t>(numel_of(dims)) * sizeof(float));
+    return name;
+  }
+  std::string scalar(const std::string& name, float v) { return constant(name, {}, &v); }
+
+  Message graph_;
+  std::string where_, doc_, prefix_;
+};
+
 // Builds the QDQ graph op by op. Every Int8Value v becomes a uint8 tensor
 // (the output of a QuantizeLinear on v's grid, named after v); an op reads
 // its inputs through DequantizeLinear nodes of their own (one per reader,
 // the form ORT's QDQ fusion matches), computes in float and quantizes to
 // its output's grid.
-class Exporter {
+class Exporter : GraphBuilder {
  public:
   explicit Exporter(const Int8Model& m) : m_(m) {
     // Tensor names: the value names where unique (they name the quantizers,
@@ -160,8 +231,7 @@ class Exporter {
   }
 
   std::vector<uint8_t> run() {
-    graph_.add_string(field::graph::name, "bonsai");
-    graph_.add_message(field::graph::input, value_info("input", onnx_dims(m_.input().shape)));
+    begin(onnx_dims(m_.input().shape));
     for (size_t i = 0; i < m_.ops().size(); ++i) {
       const Int8Op& o = m_.ops()[i];
       doc_ = "op " + std::to_string(i) + " (" + quant::op_type_name(o.type) + " from " + o.source + ")";
@@ -172,17 +242,7 @@ class Exporter {
     const int out = m_.output();
     doc_ = "the model output, dequantized";
     node("DequantizeLinear", {names_[out], scale_of(out), zero_point_of(out)}, {"output"}, {}, "output");
-    graph_.add_message(field::graph::output, value_info("output", onnx_dims(m_.values()[out].shape)));
-
-    Message opset;
-    opset.add_string(field::opset::domain, "");
-    opset.add_int(field::opset::version, kOpsetVersion);
-    Message model;
-    model.add_int(field::model::ir_version, kIrVersion);
-    model.add_string(field::model::producer_name, "bonsai");
-    model.add_message(field::model::graph, graph_);
-    model.add_message(field::model::opset_import, opset);
-    return model.release();
+    return finish(onnx_dims(m_.values()[out].shape));
   }
 
  private:
@@ -226,14 +286,7 @@ class Exporter {
     BONSAI_CHECK(o.weights.shape() == (Shape{kh, kw, cin_g, cout}) && o.weight_scales.numel() == cout &&
                      o.bias.numel() == cout,
                  where_ + ": weights must be [kh, kw, cin/groups, cout] with cout scales and biases");
-    // HWIO [kh, kw, cin/g, cout] → OIHW [cout, cin/g, kh, kw].
-    std::vector<int8_t> w(static_cast<size_t>(o.weights.numel()));
-    const int8_t* src = o.weights.data<int8_t>();
-    for (int64_t y = 0; y < kh; ++y)
-      for (int64_t x = 0; x < kw; ++x)
-        for (int64_t i = 0; i < cin_g; ++i)
-          for (int64_t c = 0; c < cout; ++c)
-            w[((c * cin_g + i) * kh + y) * kw + x] = src[((y * kw + x) * cin_g + i) * cout + c];
+    const std::vector<int8_t> w = hwio_to_oihw(o.weights.data<int8_t>(), kh, kw, cin_g, cout);
     const std::vector<float> w_scale(o.weight_scales.data<float>(), o.weight_scales.data<float>() + cout);
     const std::string weights = dequantized_constant(prefix_ + ".weights", DataType::int8, {cout, cin_g, kh, kw},
                                                      w.data(), w_scale, true);
@@ -285,7 +338,7 @@ class Exporter {
     if (o.function == "relu") {
       y = float_op("Relu", {x});
     } else if (o.function == "relu6") {
-      y = float_op("Clip", {x, float_constant(prefix_ + ".min", 0.0f), float_constant(prefix_ + ".max", 6.0f)});
+      y = float_op("Clip", {x, scalar(prefix_ + ".min", 0.0f), scalar(prefix_ + ".max", 6.0f)});
     } else if (o.function == "hard_swish") {
       y = float_op("HardSwish", {x});
     } else if (o.function == "sigmoid") {
@@ -340,7 +393,7 @@ class Exporter {
     const float lo = static_cast<float>(o.act_min - q.zero_point) * q.scale;
     const float hi = static_cast<float>(o.act_max - q.zero_point) * q.scale;
     if (o.act_min == q.zero_point && o.act_max >= 127) return float_op("Relu", {y});
-    return float_op("Clip", {y, float_constant(prefix_ + ".clip_min", lo), float_constant(prefix_ + ".clip_max", hi)});
+    return float_op("Clip", {y, scalar(prefix_ + ".clip_min", lo), scalar(prefix_ + ".clip_max", hi)});
   }
 
   // Explicit pads [top, left, bottom, right]: bottom and right are the least
@@ -365,39 +418,10 @@ class Exporter {
 
   // ---- graph pieces ------------------------------------------------------
 
-  std::string node(const std::string& op_type, const std::vector<std::string>& inputs,
-                   const std::vector<std::string>& outputs, const std::vector<Message>& attrs = {},
-                   const std::string& name = "") {
-    Message n;
-    for (const std::string& s : inputs) n.add_string(field::node::input, s);
-    for (const std::string& s : outputs) n.add_string(field::node::output, s);
-    n.add_string(field::node::name, name.empty() ? outputs.at(0) : name);
-    n.add_string(field::node::op_type, op_type);
-    for (const Message& a : attrs) n.add_message(field::node::attribute, a);
-    if (!doc_.empty()) n.add_string(field::node::doc_string, doc_);
-    graph_.add_message(field::graph::node, n);
-    return outputs.at(0);
-  }
-
   // The op's float computation: output "opI.<OpType>".
   std::string float_op(const std::string& op_type, const std::vector<std::string>& inputs,
                        const std::vector<Message>& attrs = {}) {
     return node(op_type, inputs, {prefix_ + "." + op_type}, attrs);
-  }
-
-  void initializer(const std::string& name, DataType type, const std::vector<int64_t>& dims, const void* data,
-                   size_t bytes) {
-    Message t;
-    for (int64_t d : dims) t.add_int(field::tensor::dims, d);
-    t.add_int(field::tensor::data_type, static_cast<int64_t>(type));
-    t.add_string(field::tensor::name, name);
-    t.add_bytes(field::tensor::raw_data, data, bytes);
-    graph_.add_message(field::graph::initializer, t);
-  }
-
-  std::string float_constant(const std::string& name, float v) {
-    initializer(name, DataType::float32, {}, &v, sizeof v);
-    return name;
   }
 
   // Scalar scale and uint8 zero point (bonsai's + 128) of value v's grid (made once).
@@ -457,16 +481,14 @@ class Exporter {
   }
 
   const Int8Model& m_;
-  Message graph_;
   std::vector<std::string> names_;  // by value id: its uint8 codes
   std::vector<int> dq_count_;
   std::vector<bool> grid_ready_;
-  std::string where_, doc_, prefix_;  // the op being exported: for errors, node doc strings, tensor names
 };
 
 // The float graph (export/float_graph.h) in ONNX's NCHW layout: float
 // initializers, one node (or two, with a fused clamp) per op.
-class FloatExporter {
+class FloatExporter : GraphBuilder {
  public:
   explicit FloatExporter(const FloatGraph& g) : g_(g) {
     names_.push_back("input");
@@ -477,8 +499,7 @@ class FloatExporter {
 
   std::vector<uint8_t> run() {
     g_.validate();
-    graph_.add_string(field::graph::name, "bonsai");
-    graph_.add_message(field::graph::input, value_info("input", onnx_dims(g_.input().shape)));
+    begin(onnx_dims(g_.input().shape));
     for (size_t i = 0; i < g_.ops.size(); ++i) {
       const FloatOp& o = g_.ops[i];
       doc_ = "op " + std::to_string(i) + " (" + float_op_name(o.type) + " from " + o.source + ")";
@@ -486,16 +507,7 @@ class FloatExporter {
       prefix_ = "op" + std::to_string(i);
       op(o);
     }
-    graph_.add_message(field::graph::output, value_info("output", onnx_dims(g_.values[g_.output].shape)));
-    Message opset;
-    opset.add_string(field::opset::domain, "");
-    opset.add_int(field::opset::version, kOpsetVersion);
-    Message model;
-    model.add_int(field::model::ir_version, kIrVersion);
-    model.add_string(field::model::producer_name, "bonsai");
-    model.add_message(field::model::graph, graph_);
-    model.add_message(field::model::opset_import, opset);
-    return model.release();
+    return finish(onnx_dims(g_.values[g_.output].shape));
   }
 
  private:
@@ -555,12 +567,7 @@ class FloatExporter {
     const auto& ys = g_.values[o.output].shape;
     BONSAI_CHECK(xs.size() == 3 && ys.size() == 3, where_ + ": needs [H, W, C] values");
     const int64_t cout = ys[2], cin_g = xs[2] / g.groups, kh = g.kh, kw = g.kw;
-    std::vector<float> w(static_cast<size_t>(o.weights.numel()));  // HWIO → OIHW
-    const float* src = o.weights.data<float>();
-    for (int64_t y = 0; y < kh; ++y)
-      for (int64_t x = 0; x < kw; ++x)
-        for (int64_t i = 0; i < cin_g; ++i)
-          for (int64_t c = 0; c < cout; ++c) w[((c * cin_g + i) * kh + y) * kw + x] = src[((y * kw + x) * cin_g + i) * cout + c];
+    const std::vector<float> w = hwio_to_oihw(o.weights.data<float>(), kh, kw, cin_g, cout);
     const std::string weights = constant(prefix_ + ".weights", {cout, cin_g, kh, kw}, w.data());
     const std::string bias = constant(prefix_ + ".bias", {cout}, o.bias.data<float>());
     activated(o, "Conv", {names_[o.inputs[0]], weights, bias},
@@ -618,43 +625,8 @@ class FloatExporter {
     node("Transpose", {r}, {names_[o.output]}, {attr_ints("perm", {0, 3, 1, 2})});
   }
 
-  std::string node(const std::string& op_type, const std::vector<std::string>& inputs,
-                   const std::vector<std::string>& outputs, const std::vector<Message>& attrs = {}) {
-    Message n;
-    for (const std::string& s : inputs) n.add_string(field::node::input, s);
-    for (const std::string& s : outputs) n.add_string(field::node::output, s);
-    n.add_string(field::node::name, outputs.at(0));
-    n.add_string(field::node::op_type, op_type);
-    for (const Message& a : attrs) n.add_message(field::node::attribute, a);
-    n.add_string(field::node::doc_string, doc_);
-    graph_.add_message(field::graph::node, n);
-    return outputs.at(0);
-  }
-
-  void initializer(const std::string& name, DataType type, const std::vector<int64_t>& dims, const void* data,
-                   size_t bytes) {
-    Message t;
-    for (int64_t d : dims) t.add_int(field::tensor::dims, d);
-    t.add_int(field::tensor::data_type, static_cast<int64_t>(type));
-    t.add_string(field::tensor::name, name);
-    t.add_bytes(field::tensor::raw_data, data, bytes);
-    graph_.add_message(field::graph::initializer, t);
-  }
-
-  std::string constant(const std::string& name, const std::vector<int64_t>& dims, const float* data) {
-    initializer(name, DataType::float32, dims, data, static_cast<size_t>(numel_of(dims)) * sizeof(float));
-    return name;
-  }
-
-  std::string scalar(const std::string& name, float v) {
-    initializer(name, DataType::float32, {}, &v, sizeof v);
-    return name;
-  }
-
   const FloatGraph& g_;
-  Message graph_;
   std::vector<std::string> names_;  // by value id
-  std::string where_, doc_, prefix_;
 };
 
 }  // namespace
