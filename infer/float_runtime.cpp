@@ -76,6 +76,30 @@ void activate_all(const float* x, float* y, int64_t n, FloatActivation a) {
   }
 }
 
+// A weighted op's weights, reordered once into the layout its primitive
+// wants (kept alive by the caller), and its bias as it is.
+struct WeightsAndBias {
+  memory weights, bias;
+};
+WeightsAndBias weights_and_bias(const memory::desc& wanted, const memory::desc& user_md, const memory::desc& bias_md,
+                                const FloatOp& o) {
+  auto& eng = du::engine();
+  memory weights(wanted, eng);
+  memory user(user_md, eng, const_cast<float*>(o.weights.data<float>()));
+  dnnl::reorder(user, weights).execute(du::stream(), user, weights);
+  return {weights, memory(bias_md, eng, const_cast<float*>(o.bias.data<float>()))};
+}
+
+// A step running `prim` on src, weights and bias into dst, after `before`.
+std::function<void()> weighted_step(std::shared_ptr<dnnl::primitive> prim, const memory& src, const WeightsAndBias& wb,
+                                    const memory& dst, std::function<void()> before = [] {}) {
+  return [prim, src, wb, dst, before] {
+    before();
+    prim->execute(du::stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wb.weights}, {DNNL_ARG_BIAS, wb.bias},
+                                 {DNNL_ARG_DST, dst}});
+  };
+}
+
 }  // namespace
 
 // One executed step: a graph op and the ops fused into it.
@@ -245,14 +269,10 @@ FloatRuntime::Prepared& FloatRuntime::prepared(int64_t batch) {
         dnnl::primitive_attr attr;
         attr.set_post_ops(po);
         const dnnl::convolution_forward::primitive_desc pd(d, attr, eng);
-        memory weights(pd.weights_desc(), eng);
-        memory user(w_user, eng, const_cast<float*>(o.weights.data<float>()));
-        dnnl::reorder(user, weights).execute(du::stream(), user, weights);
-        memory bias(b_md, eng, const_cast<float*>(o.bias.data<float>()));
-        p->keep.push_back(weights);
+        const WeightsAndBias wb = weights_and_bias(pd.weights_desc(), w_user, b_md, o);
+        p->keep.push_back(wb.weights);
         memory src(src_md, eng, data(o.inputs[0]));
         memory dst(dst_md, eng, data(s.output));
-        auto prim = std::make_shared<dnnl::convolution_forward>(pd);
         std::function<void()> copy_residual = [] {};
         if (s.add_op >= 0 && !s.in_place) {
           const float* r = data(s.residual);
@@ -260,11 +280,7 @@ FloatRuntime::Prepared& FloatRuntime::prepared(int64_t batch) {
           const int64_t n = batch * oh * ow * cout;
           copy_residual = [r, y, n] { std::memcpy(y, r, n * sizeof(float)); };
         }
-        p->run[k] = [prim, src, weights, bias, dst, copy_residual] {
-          copy_residual();
-          prim->execute(du::stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_BIAS, bias},
-                                       {DNNL_ARG_DST, dst}});
-        };
+        p->run[k] = weighted_step(std::make_shared<dnnl::convolution_forward>(pd), src, wb, dst, copy_residual);
         break;
       }
       case FloatOpType::fully_connected: {
@@ -280,18 +296,11 @@ FloatRuntime::Prepared& FloatRuntime::prepared(int64_t batch) {
         dnnl::primitive_attr attr;
         attr.set_post_ops(po);
         const dnnl::inner_product_forward::primitive_desc pd(d, attr, eng);
-        memory weights(pd.weights_desc(), eng);
-        memory user(w_user, eng, const_cast<float*>(o.weights.data<float>()));
-        dnnl::reorder(user, weights).execute(du::stream(), user, weights);
-        memory bias(b_md, eng, const_cast<float*>(o.bias.data<float>()));
-        p->keep.push_back(weights);
+        const WeightsAndBias wb = weights_and_bias(pd.weights_desc(), w_user, b_md, o);
+        p->keep.push_back(wb.weights);
         memory src(src_md, eng, data(o.inputs[0]));
         memory dst(dst_md, eng, data(s.output));
-        auto prim = std::make_shared<dnnl::inner_product_forward>(pd);
-        p->run[k] = [prim, src, weights, bias, dst] {
-          prim->execute(du::stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_BIAS, bias},
-                                       {DNNL_ARG_DST, dst}});
-        };
+        p->run[k] = weighted_step(std::make_shared<dnnl::inner_product_forward>(pd), src, wb, dst);
         break;
       }
       case FloatOpType::max_pool:
