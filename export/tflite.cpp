@@ -21,7 +21,9 @@ namespace {
 
 namespace fb = flatbuffers;
 namespace s = tflite_schema;
+using tflite::add_conv;
 using tflite::Axis;
+using tflite::conv_weights;
 using tflite::GraphBuilder;
 using tflite::OptionField;
 using tflite::TensorDef;
@@ -205,21 +207,8 @@ class Exporter {
     BONSAI_CHECK(g.groups == 1 || (g.groups == cin && cin == cout),
                  where(i, op) + ": grouped convolution (groups " + std::to_string(g.groups) + ") has no TFLite op");
     const auto [in, padding] = window_input(i, op, x.quant.zero_point);
-    const int8_t* w = op.weights.data<int8_t>();  // HWIO [kh, kw, cin/groups, cout]
-    std::vector<int8_t> packed(op.weights.numel());
     std::vector<int32_t> shape;
-    if (depthwise) {
-      // [kh, kw, 1, cout] is already TFLite's [1, kh, kw, cout] in memory.
-      std::copy(w, w + packed.size(), packed.begin());
-      shape = {1, g.kh, g.kw, static_cast<int32_t>(cout)};
-    } else {
-      // HWIO → OHWI [cout, kh, kw, cin]
-      const int64_t taps = static_cast<int64_t>(g.kh) * g.kw;
-      for (int64_t o = 0; o < cout; ++o)
-        for (int64_t t = 0; t < taps; ++t)
-          for (int64_t c = 0; c < cin; ++c) packed[(o * taps + t) * cin + c] = w[(t * cin + c) * cout + o];
-      shape = {static_cast<int32_t>(cout), g.kh, g.kw, static_cast<int32_t>(cin)};
-    }
+    const std::vector<int8_t> packed = conv_weights(op.weights.data<int8_t>(), g.kh, g.kw, cin, cout, depthwise, shape);
     TensorQuant wq{.dimension = depthwise ? 3 : 0};
     for (int64_t c = 0; c < cout; ++c) {
       wq.scales.push_back(op.weight_scales.data<float>()[c]);
@@ -227,20 +216,8 @@ class Exporter {
     }
     const int weights_t = weights(op.source + ".weights", shape, packed, wq);
     const int bias_t = bias(op.source + ".bias", op, cout, x.quant.scale);
-    const s::Activation act = fused_activation(i, op);
-    if (depthwise) {
-      namespace f = s::depthwise_options;
-      g_.add_op(s::kDepthwiseConv2d, kDepthwiseVersion, {in, weights_t, bias_t}, {value(op.output)},
-                s::kDepthwiseConv2DOptions,
-                {{f::padding, padding, 1}, {f::stride_w, g.stride_w, 4}, {f::stride_h, g.stride_h, 4},
-                 {f::depth_multiplier, 1, 4}, {f::fused_activation, act, 1}, {f::dilation_w, g.dilation_w, 4},
-                 {f::dilation_h, g.dilation_h, 4}});
-    } else {
-      namespace f = s::conv2d_options;
-      g_.add_op(s::kConv2d, kConvVersion, {in, weights_t, bias_t}, {value(op.output)}, s::kConv2DOptions,
-                {{f::padding, padding, 1}, {f::stride_w, g.stride_w, 4}, {f::stride_h, g.stride_h, 4},
-                 {f::fused_activation, act, 1}, {f::dilation_w, g.dilation_w, 4}, {f::dilation_h, g.dilation_h, 4}});
-    }
+    add_conv(g_, depthwise, depthwise ? kDepthwiseVersion : kConvVersion, {in, weights_t, bias_t}, value(op.output),
+             padding, g, fused_activation(i, op));
   }
 
   // A tensor holding value v with shape `shape` (RESHAPE when it differs).

@@ -128,5 +128,42 @@ struct Axis {
   int64_t pad_after() const { return std::max<int64_t>(needed() - pad_before, 0); }
 };
 
+// Conv weights HWIO [kh, kw, cin/groups, cout] in TFLite's layout, with its
+// shape: OHWI [cout, kh, kw, cin], or for depthwise [1, kh, kw, cout] (the
+// same bytes).
+template <typename T>
+std::vector<T> conv_weights(const T* w, int kh, int kw, int64_t cin, int64_t cout, bool depthwise,
+                            std::vector<int32_t>& shape) {
+  const int64_t taps = int64_t{kh} * kw;
+  if (depthwise) {
+    shape = {1, kh, kw, static_cast<int32_t>(cout)};
+    return std::vector<T>(w, w + taps * cout);
+  }
+  std::vector<T> packed(static_cast<size_t>(taps * cin * cout));
+  for (int64_t o = 0; o < cout; ++o)
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t c = 0; c < cin; ++c) packed[(o * taps + t) * cin + c] = w[(t * cin + c) * cout + o];
+  shape = {static_cast<int32_t>(cout), kh, kw, static_cast<int32_t>(cin)};
+  return packed;
+}
+
+// CONV_2D, or DEPTHWISE_CONV_2D with depth multiplier 1, reading {input,
+// weights, bias}; g has stride_h/w and dilation_h/w.
+template <typename Geometry>
+void add_conv(GraphBuilder& b, bool depthwise, int version, std::vector<int32_t> inputs, int32_t output,
+              s::Padding padding, const Geometry& g, s::Activation act) {
+  if (depthwise) {
+    namespace f = s::depthwise_options;
+    b.add_op(s::kDepthwiseConv2d, version, std::move(inputs), {output}, s::kDepthwiseConv2DOptions,
+             {{f::padding, padding, 1}, {f::stride_w, g.stride_w, 4}, {f::stride_h, g.stride_h, 4},
+              {f::depth_multiplier, 1, 4}, {f::fused_activation, act, 1}, {f::dilation_w, g.dilation_w, 4},
+              {f::dilation_h, g.dilation_h, 4}});
+  } else {
+    namespace f = s::conv2d_options;
+    b.add_op(s::kConv2d, version, std::move(inputs), {output}, s::kConv2DOptions,
+             {{f::padding, padding, 1}, {f::stride_w, g.stride_w, 4}, {f::stride_h, g.stride_h, 4},
+              {f::fused_activation, act, 1}, {f::dilation_w, g.dilation_w, 4}, {f::dilation_h, g.dilation_h, 4}});
+  }
+}
 
 }  // namespace bonsai::exporters::tflite

@@ -12,7 +12,9 @@ namespace bonsai::exporters {
 
 namespace {
 
+using tflite::add_conv;
 using tflite::Axis;
+using tflite::conv_weights;
 using tflite::GraphBuilder;
 namespace s = tflite_schema;
 
@@ -106,37 +108,14 @@ class FloatTfliteExporter {
     BONSAI_CHECK(g.groups == 1 || (g.groups == cin && cin == cout),
                  where_ + ": grouped convolution (groups " + std::to_string(g.groups) + ") has no TFLite op");
     const auto [in, padding] = window_input(op, 0.0f);
-    const float* w = op.weights.data<float>();  // HWIO [kh, kw, cin/groups, cout]
-    std::vector<float> packed(op.weights.numel());
     std::vector<int32_t> shape;
-    if (depthwise) {
-      std::copy(w, w + packed.size(), packed.begin());  // [kh, kw, 1, C] is [1, kh, kw, C] in memory
-      shape = {1, g.kh, g.kw, static_cast<int32_t>(cout)};
-    } else {
-      const int64_t taps = static_cast<int64_t>(g.kh) * g.kw;  // HWIO → OHWI
-      for (int64_t o = 0; o < cout; ++o)
-        for (int64_t t = 0; t < taps; ++t)
-          for (int64_t c = 0; c < cin; ++c) packed[(o * taps + t) * cin + c] = w[(t * cin + c) * cout + o];
-      shape = {static_cast<int32_t>(cout), g.kh, g.kw, static_cast<int32_t>(cin)};
-    }
+    const std::vector<float> packed = conv_weights(op.weights.data<float>(), g.kh, g.kw, cin, cout, depthwise, shape);
     const int weights = constant(op.source + ".weights", shape, packed);
     const int bias = constant(op.source + ".bias", {static_cast<int32_t>(cout)},
                               std::vector<float>(op.bias.data<float>(), op.bias.data<float>() + cout));
-    const s::Activation act = fused(op.activation, where_);
-    if (depthwise) {
-      namespace f = s::depthwise_options;
-      const bool dilated = g.dilation_h > 1 || g.dilation_w > 1;
-      b_.add_op(s::kDepthwiseConv2d, dilated ? kDilatedDepthwiseVersion : kV1, {in, weights, bias}, {value(op.output)},
-                s::kDepthwiseConv2DOptions,
-                {{f::padding, padding, 1}, {f::stride_w, g.stride_w, 4}, {f::stride_h, g.stride_h, 4},
-                 {f::depth_multiplier, 1, 4}, {f::fused_activation, act, 1}, {f::dilation_w, g.dilation_w, 4},
-                 {f::dilation_h, g.dilation_h, 4}});
-    } else {
-      namespace f = s::conv2d_options;
-      b_.add_op(s::kConv2d, kV1, {in, weights, bias}, {value(op.output)}, s::kConv2DOptions,
-                {{f::padding, padding, 1}, {f::stride_w, g.stride_w, 4}, {f::stride_h, g.stride_h, 4},
-                 {f::fused_activation, act, 1}, {f::dilation_w, g.dilation_w, 4}, {f::dilation_h, g.dilation_h, 4}});
-    }
+    const bool dilated = g.dilation_h > 1 || g.dilation_w > 1;
+    add_conv(b_, depthwise, depthwise && dilated ? kDilatedDepthwiseVersion : kV1, {in, weights, bias},
+             value(op.output), padding, g, fused(op.activation, where_));
   }
 
   void fully_connected(const FloatOp& op) {
