@@ -6,7 +6,7 @@
 // copies a few); everything else is made here.
 #include <zlib.h>
 
-#include <cstdio>  // before jpeglib.h
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -18,8 +18,8 @@
 #include "data/image.h"
 #include "fuzz/fuzz_util.h"
 #include "quant/int8_model.h"
+#include "tests/data/libjpeg_encode.h"
 
-#include <jpeglib.h>
 
 using namespace bonsai;
 namespace fs = std::filesystem;
@@ -41,36 +41,17 @@ std::string str(const std::vector<uint8_t>& v) { return std::string(v.begin(), v
 // JPEG kinds stb_image_write cannot make, written by libjpeg (which bonsai
 // decodes with): `components` 1 (gray), 3 (RGB) or 4 (CMYK, stored as Adobe
 // does), optionally progressive, with restart markers every `restart` MCUs.
-// The pixels are a ramp; any libjpeg error exits (valid parameters only).
+// The pixels are a ramp.
 std::string libjpeg_seed(int w, int h, int components, bool progressive, int restart) {
-  jpeg_compress_struct c{};
-  jpeg_error_mgr err{};
-  c.err = jpeg_std_error(&err);
-  jpeg_create_compress(&c);
-  unsigned char* buf = nullptr;
-  unsigned long size = 0;
-  jpeg_mem_dest(&c, &buf, &size);
-  c.image_width = static_cast<JDIMENSION>(w);
-  c.image_height = static_cast<JDIMENSION>(h);
-  c.input_components = components;
-  c.in_color_space = components == 1 ? JCS_GRAYSCALE : components == 4 ? JCS_CMYK : JCS_RGB;
-  jpeg_set_defaults(&c);
-  if (components == 4) jpeg_set_colorspace(&c, JCS_CMYK);
-  jpeg_set_quality(&c, 80, TRUE);
-  if (progressive) jpeg_simple_progression(&c);
-  c.restart_interval = static_cast<unsigned>(restart);
-  jpeg_start_compress(&c, TRUE);
-  std::vector<uint8_t> row(static_cast<size_t>(w) * components);
-  while (c.next_scanline < c.image_height) {
-    for (size_t i = 0; i < row.size(); ++i) row[i] = static_cast<uint8_t>(i * 37 + c.next_scanline * 11);
-    JSAMPROW r = row.data();
-    jpeg_write_scanlines(&c, &r, 1);
-  }
-  jpeg_finish_compress(&c);
-  std::string out(reinterpret_cast<const char*>(buf), size);
-  jpeg_destroy_compress(&c);
-  std::free(buf);
-  return out;
+  std::vector<uint8_t> pixels(static_cast<size_t>(w) * h * components);
+  const size_t row = static_cast<size_t>(w) * components;
+  for (size_t y = 0; y < static_cast<size_t>(h); ++y)
+    for (size_t i = 0; i < row; ++i) pixels[y * row + i] = static_cast<uint8_t>(i * 37 + y * 11);
+  const std::vector<uint8_t> jpg = bonsai::testing::libjpeg_encode(
+      pixels.data(), w, h,
+      {.in = components == 1 ? JCS_GRAYSCALE : components == 4 ? JCS_CMYK : JCS_RGB, .quality = 80,
+       .subsample = true, .progressive = progressive, .restart_interval = static_cast<unsigned>(restart)});
+  return str(jpg);
 }
 
 Tensor ramp(const Shape& shape, DType dtype) {

@@ -16,6 +16,7 @@
 
 #include "data/image.h"
 #include "tests/data/image_test_util.h"
+#include "tests/data/libjpeg_encode.h"
 
 using bonsai::DType;
 using bonsai::Shape;
@@ -25,51 +26,7 @@ using namespace bonsai::testing;
 
 namespace {
 
-struct Encode {
-  J_COLOR_SPACE in = JCS_RGB;  // what `pixels` hold: JCS_RGB, JCS_GRAYSCALE or JCS_CMYK
-  int quality = 95;
-  bool subsample = false;      // 4:2:0 chroma (colour images); else 4:4:4
-  bool progressive = false;    // libjpeg's default progressive script
-  std::vector<jpeg_scan_info> scans;  // a custom scan script (progressive)
-};
-
-// `pixels` (h x w x components, as `o.in` says) encoded by libjpeg. Only
-// valid parameters are passed, so libjpeg's default error handler (which
-// exits) never runs.
-Bytes libjpeg_encode(const uint8_t* pixels, int w, int h, const Encode& o) {
-  jpeg_compress_struct c{};
-  jpeg_error_mgr err{};
-  c.err = jpeg_std_error(&err);
-  jpeg_create_compress(&c);
-  unsigned char* buf = nullptr;
-  unsigned long size = 0;
-  jpeg_mem_dest(&c, &buf, &size);
-  c.image_width = static_cast<JDIMENSION>(w);
-  c.image_height = static_cast<JDIMENSION>(h);
-  c.in_color_space = o.in;
-  c.input_components = o.in == JCS_GRAYSCALE ? 1 : o.in == JCS_CMYK ? 4 : 3;
-  jpeg_set_defaults(&c);
-  if (o.in == JCS_CMYK) jpeg_set_colorspace(&c, JCS_CMYK);  // as Photoshop stores it (not YCCK)
-  jpeg_set_quality(&c, o.quality, TRUE);
-  if (!o.subsample)
-    for (int i = 0; i < c.num_components; ++i) c.comp_info[i].h_samp_factor = c.comp_info[i].v_samp_factor = 1;
-  if (o.progressive) jpeg_simple_progression(&c);
-  if (!o.scans.empty()) {
-    c.scan_info = o.scans.data();
-    c.num_scans = static_cast<int>(o.scans.size());
-  }
-  jpeg_start_compress(&c, TRUE);
-  const int stride = w * c.input_components;
-  while (c.next_scanline < c.image_height) {
-    JSAMPROW row = const_cast<uint8_t*>(pixels) + size_t{c.next_scanline} * stride;
-    jpeg_write_scanlines(&c, &row, 1);
-  }
-  jpeg_finish_compress(&c);
-  Bytes out(buf, buf + size);
-  jpeg_destroy_compress(&c);
-  std::free(buf);
-  return out;
-}
+using Encode = LibjpegEncode;
 
 // stb_image's decode of `jpg` as RGB, the decoder bonsai used before.
 Tensor stb_decode(const Bytes& jpg) {
