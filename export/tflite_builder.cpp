@@ -141,8 +141,9 @@ std::vector<uint8_t> GraphBuilder::finish(int input, int output, const std::stri
   std::vector<fb::Offset<void>> opcodes;
   for (const auto& [code, version] : opcodes_) {
     const fb::uoffset_t start = b.StartTable();
-    // The old byte field: the code itself up to 127, the schema's placeholder
-    // (127) for larger codes, which only builtin_code holds.
+    // deprecated_builtin_code (a byte) holds codes up to 127; larger codes
+    // live in builtin_code alone, with the byte set to 127, the value the
+    // schema reserves for them (PLACEHOLDER_FOR_GREATER_OP_CODES).
     b.AddElement<int8_t>(s::vtable_offset(s::operator_code::deprecated_builtin_code),
                          static_cast<int8_t>(std::min<int32_t>(code, s::kPlaceholderForGreaterOpCodes)), 0);
     b.AddElement<int32_t>(s::vtable_offset(s::operator_code::version), version, 1);

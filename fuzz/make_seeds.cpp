@@ -20,7 +20,6 @@
 #include "quant/int8_model.h"
 #include "tests/data/libjpeg_encode.h"
 
-
 using namespace bonsai;
 namespace fs = std::filesystem;
 

@@ -77,7 +77,7 @@ void activate_all(const float* x, float* y, int64_t n, FloatActivation a) {
 }
 
 // A weighted op's weights, reordered once into the layout its primitive
-// wants (kept alive by the caller), and its bias as it is.
+// wants, and its bias as it is (the step that runs the primitive holds both).
 struct WeightsAndBias {
   memory weights, bias;
 };
@@ -118,7 +118,6 @@ struct FloatRuntime::Prepared {
   int64_t batch = 0;
   std::vector<Tensor> buffers;             // by value id (only storage roots)
   std::vector<std::function<void()>> run;  // by step
-  std::vector<dnnl::memory> keep;          // weights in oneDNN's layout, bias
 };
 
 FloatRuntime::FloatRuntime(FloatGraph graph) : graph_(std::move(graph)) {
@@ -270,7 +269,6 @@ FloatRuntime::Prepared& FloatRuntime::prepared(int64_t batch) {
         attr.set_post_ops(po);
         const dnnl::convolution_forward::primitive_desc pd(d, attr, eng);
         const WeightsAndBias wb = weights_and_bias(pd.weights_desc(), w_user, b_md, o);
-        p->keep.push_back(wb.weights);
         memory src(src_md, eng, data(o.inputs[0]));
         memory dst(dst_md, eng, data(s.output));
         std::function<void()> copy_residual = [] {};
@@ -297,7 +295,6 @@ FloatRuntime::Prepared& FloatRuntime::prepared(int64_t batch) {
         attr.set_post_ops(po);
         const dnnl::inner_product_forward::primitive_desc pd(d, attr, eng);
         const WeightsAndBias wb = weights_and_bias(pd.weights_desc(), w_user, b_md, o);
-        p->keep.push_back(wb.weights);
         memory src(src_md, eng, data(o.inputs[0]));
         memory dst(dst_md, eng, data(s.output));
         p->run[k] = weighted_step(std::make_shared<dnnl::inner_product_forward>(pd), src, wb, dst);
