@@ -28,6 +28,7 @@ bonsai_install_deps() {
   fi
   echo "installing: ${missing[*]}"
   sh -c "$cmd" >/tmp/bonsai-apt.log 2>&1 || { tail -20 /tmp/bonsai-apt.log; echo "apt-get failed"; exit 1; }
+  apt-get clean  # the downloaded .deb files (hundreds of MB with torch and clang) are not needed again
 }
 
 # The newest ckpt-<step>.safetensors in a model dir (by step, not by name).

@@ -18,6 +18,7 @@
 #include "models/mobilenet.h"
 #include "models/torchvision_import.h"
 #include "tests/layer_check.h"
+#include "tests/peer/torchvision_peer.h"
 
 using namespace bonsai;
 using namespace bonsai::models;
@@ -303,18 +304,11 @@ double l2_diff(const Tensor& a, const Tensor& b) {
 void torchvision_parity(const std::string& name, int res) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("bonsai_tv_" + name + "_" + std::to_string(getpid()));
-  const std::string cmd = std::string("/usr/bin/python3 ") + BONSAI_SOURCE_ROOT +
-                          "/tests/peer/torchvision_reference.py --model " + name + " --out " + dir.string() +
-                          " --res " + std::to_string(res) + " --batch 2 --classes 10 --grads > " +
-                          (dir.string() + ".log") + " 2>&1";
-  const int rc = std::system(cmd.c_str());
-  REQUIRE_MESSAGE(rc == 0, "the torchvision peer failed (is /usr/bin/python3 with torch and torchvision "
-                           "installed?); command: " << cmd);
+  bonsai::testing::run_torchvision_peer(name, dir.string(), res, /*batch=*/2, /*classes=*/10);
   auto weights = io::load_safetensors((dir / "weights.safetensors").string());
   auto input = io::load_safetensors((dir / "input.safetensors").string());
   auto expected = io::load_safetensors((dir / "expected.safetensors").string());
   fs::remove_all(dir);
-  fs::remove(dir.string() + ".log");
 
   ImportedModel im = import_torchvision_mobilenet(name, weights);
   auto model = build_mobilenet(im.name, im.options);

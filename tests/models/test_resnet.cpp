@@ -19,6 +19,7 @@
 #include "models/resnet.h"
 #include "models/torchvision_import.h"
 #include "tests/layer_check.h"
+#include "tests/peer/torchvision_peer.h"
 
 using namespace bonsai;
 namespace fs = std::filesystem;
@@ -49,19 +50,6 @@ struct TempDir {
   }
   std::string file(const std::string& name) const { return path + "/" + name; }
 };
-
-// Runs tests/peer/torchvision_reference.py into `dir`.
-void run_peer(const std::string& model, const std::string& dir, int res, int batch, int classes) {
-  const std::string cmd = std::string("/usr/bin/python3 ") + BONSAI_SOURCE_ROOT +
-                          "/tests/peer/torchvision_reference.py --model " + model + " --out " + dir +
-                          " --res " + std::to_string(res) + " --batch " + std::to_string(batch) +
-                          " --classes " + std::to_string(classes) + " --grads > " + dir + "/peer.log 2>&1";
-  const int rc = std::system(cmd.c_str());
-  REQUIRE_MESSAGE(rc == 0,
-                  "the torchvision peer failed (needs /usr/bin/python3 with Debian's "
-                  "python3-torch and python3-torchvision); command: "
-                      << cmd);
-}
 
 double max_abs(const Tensor& t) {
   double m = 0;
@@ -108,7 +96,7 @@ struct GradTolerance {
 void check_torchvision_parity(int depth, const GradTolerance& tol_grad) {
   const std::string name = "resnet" + std::to_string(depth);
   TempDir dir;
-  run_peer(name, dir.path, /*res=*/33, /*batch=*/2, /*classes=*/10);
+  testing::run_torchvision_peer(name, dir.path, /*res=*/33, /*batch=*/2, /*classes=*/10);
   const auto weights = io::load_safetensors(dir.file("weights.safetensors"));
   const auto inputs = io::load_safetensors(dir.file("input.safetensors"));
   const auto expected = io::load_safetensors(dir.file("expected.safetensors"));
