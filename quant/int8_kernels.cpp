@@ -32,6 +32,31 @@ constexpr int32_t kInt32Min = std::numeric_limits<int32_t>::min();
 
 int32_t clamp_code(int32_t v, int32_t lo, int32_t hi) { return std::min(std::max(v, lo), hi); }
 
+}  // namespace
+
+int32_t rescale_float32(int32_t x, float scale, int32_t zero_point, int32_t lo, int32_t hi) {
+  // Clamped in float first (as ONNX Runtime does), so no product overflows the conversion.
+  const float f = std::min(std::max(static_cast<float>(x) * scale, static_cast<float>(lo - zero_point)),
+                           static_cast<float>(hi - zero_point));
+  return static_cast<int32_t>(std::nearbyint(f)) + zero_point;  // the default rounding: to nearest, ties to even
+}
+
+const char* rescaling_name(Rescaling r) { return r == Rescaling::float32 ? "float32" : "fixed_point"; }
+
+Rescaling rescaling_from_name(const std::string& name) {
+  if (name == "fixed_point") return Rescaling::fixed_point;
+  if (name == "float32") return Rescaling::float32;
+  BONSAI_CHECK(false, "unknown int8 rescaling '" + name + "' (fixed_point or float32)");
+  return Rescaling::fixed_point;
+}
+
+float float32_scale(float input_scale, float weight_scale, float output_scale) {
+  const float product = input_scale * weight_scale;  // rounded to float32 here, as ORT and XNNPACK do
+  return product / output_scale;
+}
+
+namespace {
+
 // ---- requantization, one value and eight at a time ------------------------------
 
 // A QuantizedMultiplier unpacked into the shifts MBQM applies.
@@ -134,7 +159,11 @@ struct ChannelRescale {
   std::vector<int32_t> multiplier_odd;  // [c] = multiplier[c | 1]: the odd lanes' multipliers in the even lanes
   bool any_left_shift = false;
 
-  explicit ChannelRescale(const std::vector<QuantizedMultiplier>& m) {
+  // Rescaling::float32: one float32 scale per channel, used instead of the multipliers.
+  std::vector<float> scale;
+
+  ChannelRescale(const std::vector<QuantizedMultiplier>& m, const std::vector<float>& float32_scales)
+      : scale(float32_scales) {
     for (const QuantizedMultiplier& q : m) {
       const Rescale r = unpack(q);
       multiplier.push_back(r.multiplier);
@@ -151,7 +180,11 @@ struct ChannelRescale {
   }
   ChannelRescale() = default;
 
-  int32_t apply(int32_t x, int64_t c) const { return mbqm(x, multiplier[c], left_shift[c], right_shift[c]); }
+  // x rescaled to output steps, before the zero point and the clamp to [lo, hi].
+  int32_t apply(int32_t x, int64_t c, int32_t zero_point, int32_t lo, int32_t hi) const {
+    if (!scale.empty()) return rescale_float32(x, scale[c], zero_point, lo, hi);
+    return clamp_code(mbqm(x, multiplier[c], left_shift[c], right_shift[c]) + zero_point, lo, hi);
+  }
 };
 
 // ChannelRescale's arrays as raw pointers, for the 8-lane loop (the
@@ -177,11 +210,32 @@ struct OutputClamp {
   int32_t zero_point = 0, lo = -128, hi = 127;
 };
 
-// y[c] = clamp(MBQM(acc[c] + offset[c], m[c]) + zo) for c < count.
+// y[c] = clamp(MBQM(acc[c] + offset[c], m[c]) + zo) for c < count
+// (Rescaling::float32: rescale_float32 with scale[c]).
 template <bool kLeftShift>
 void requantize_channels(const int32_t* acc, const int32_t* offset, const ChannelRescale& r, const OutputClamp& o,
                          int64_t count, int8_t* y) {
   int64_t c = 0;
+  if (!r.scale.empty()) {
+    const float* scale = r.scale.data();
+    const __m256i zo = _mm256_set1_epi32(o.zero_point);
+    const __m256 lo = _mm256_set1_ps(static_cast<float>(o.lo - o.zero_point)),
+                 hi = _mm256_set1_ps(static_cast<float>(o.hi - o.zero_point));
+    auto one = [&](int64_t at) {
+      const __m256i a = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + at)),
+                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(offset + at)));
+      __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(a), _mm256_loadu_ps(scale + at));
+      f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
+      return _mm256_add_epi32(_mm256_cvtps_epi32(f), zo);  // MXCSR's default: to nearest, ties to even
+    };
+    for (; c + 32 <= count; c += 32) store32(y + c, one(c), one(c + 8), one(c + 16), one(c + 24));
+    for (; c + 8 <= count; c += 8) store8(y + c, one(c));
+    for (; c < count; ++c) {
+      const auto a = static_cast<int32_t>(static_cast<uint32_t>(acc[c]) + static_cast<uint32_t>(offset[c]));
+      y[c] = static_cast<int8_t>(rescale_float32(a, scale[c], o.zero_point, o.lo, o.hi));
+    }
+    return;
+  }
   {
     const ChannelRescale8 r8(r);
     const __m256i zo = _mm256_set1_epi32(o.zero_point), lo = _mm256_set1_epi32(o.lo), hi = _mm256_set1_epi32(o.hi);
@@ -195,7 +249,7 @@ void requantize_channels(const int32_t* acc, const int32_t* offset, const Channe
   }
   for (; c < count; ++c) {
     const auto a = static_cast<int32_t>(static_cast<uint32_t>(acc[c]) + static_cast<uint32_t>(offset[c]));
-    y[c] = static_cast<int8_t>(clamp_code(r.apply(a, c) + o.zero_point, o.lo, o.hi));
+    y[c] = static_cast<int8_t>(r.apply(a, c, o.zero_point, o.lo, o.hi));
   }
 }
 
@@ -495,20 +549,23 @@ void Conv2dKernel::Impl::recompute_row(const ConvParams& p, const int8_t* x, con
       if (acc[at + co] < kLimit && acc[at + co] > -kLimit) continue;
       const uint32_t sum = static_cast<uint32_t>(window_sum(p, ty, tx, x, weights.data(), n, oy, ox, co)) +
                            static_cast<uint32_t>(off[co]);
-      y[at + co] = static_cast<int8_t>(
-          clamp_code(rescale.apply(static_cast<int32_t>(sum), co) + clamp.zero_point, clamp.lo, clamp.hi));
+      y[at + co] = static_cast<int8_t>(rescale.apply(static_cast<int32_t>(sum), co, clamp.zero_point, clamp.lo, clamp.hi));
     }
   }
 }
 
 Conv2dKernel::Conv2dKernel(const ConvParams& p, const int8_t* weights, const int32_t* bias,
-                           const std::vector<QuantizedMultiplier>& multipliers)
+                           const std::vector<QuantizedMultiplier>& multipliers,
+                           const std::vector<float>& float32_scales)
     : p_(p), impl_(std::make_unique<Impl>()) {
   check_conv_params(p, multipliers.size());
+  BONSAI_CHECK(float32_scales.empty() || float32_scales.size() == multipliers.size(),
+               "int8 conv: " + std::to_string(float32_scales.size()) + " float32 scales for " +
+                   std::to_string(multipliers.size()) + " output channels");
   Impl& im = *impl_;
   im.rows = border_cases(p.oh, p.stride_h, p.pad_top, p.kh, p.dilation_h, p.h);
   im.cols = border_cases(p.ow, p.stride_w, p.pad_left, p.kw, p.dilation_w, p.w);
-  im.rescale = ChannelRescale(multipliers);
+  im.rescale = ChannelRescale(multipliers, float32_scales);
   im.clamp = {.zero_point = p.output_zero_point, .lo = p.act_min, .hi = p.act_max};
 
   // Σ w and Σ |w| per tap and output channel.
@@ -666,6 +723,38 @@ void add(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_
   }
 }
 
+AddFloat32Params make_add_float32_params(const AffineQuant& in1, const AffineQuant& in2, const AffineQuant& out,
+                                         int32_t act_min, int32_t act_max) {
+  AddFloat32Params p;
+  p.ratio_a = in1.scale / out.scale;
+  p.ratio_b = in2.scale / out.scale;
+  const float part_a = p.ratio_a * static_cast<float>(in1.zero_point);
+  const float part_b = p.ratio_b * static_cast<float>(in2.zero_point);
+  const float parts = part_a + part_b;
+  p.fixed = static_cast<float>(out.zero_point) - parts;
+  p.act_min = act_min;
+  p.act_max = act_max;
+  return p;
+}
+
+void add_float32(const AddFloat32Params& p, const int8_t* a, const int8_t* b, int8_t* y, int64_t count) {
+  const __m256 ra = _mm256_set1_ps(p.ratio_a), rb = _mm256_set1_ps(p.ratio_b), fixed = _mm256_set1_ps(p.fixed);
+  const __m256i lo = _mm256_set1_epi32(p.act_min), hi = _mm256_set1_epi32(p.act_max);
+  auto one = [&](int64_t at) {
+    const __m256 fa = _mm256_cvtepi32_ps(load8(a + at)), fb = _mm256_cvtepi32_ps(load8(b + at));
+    return clamp8(_mm256_cvtps_epi32(_mm256_fmadd_ps(fa, ra, _mm256_fmadd_ps(fb, rb, fixed))), lo, hi);
+  };
+  int64_t i = 0;
+  for (; i + 32 <= count; i += 32) store32(y + i, one(i), one(i + 8), one(i + 16), one(i + 24));
+  for (; i + 8 <= count; i += 8) store8(y + i, one(i));
+  for (; i < count; ++i) {
+    const float t = std::fma(static_cast<float>(a[i]), p.ratio_a,
+                             std::fma(static_cast<float>(b[i]), p.ratio_b, p.fixed));
+    // Saturated to int32 as cvtps_epi32 does (|t| < 2^31 for int8 inputs and sane scales).
+    y[i] = static_cast<int8_t>(clamp_code(static_cast<int32_t>(std::nearbyint(t)), p.act_min, p.act_max));
+  }
+}
+
 MulParams make_mul_params(const AffineQuant& in1, const AffineQuant& in2, const AffineQuant& out,
                           int32_t act_min, int32_t act_max) {
   return {.input1_offset = -in1.zero_point,
@@ -777,6 +866,13 @@ PairTable PairTable::add(const AddParams& p) {
   return t;
 }
 
+PairTable PairTable::add(const AddFloat32Params& p) {
+  PairTable t;
+  t.float32_ = true;
+  t.add_float32_ = p;
+  return t;
+}
+
 PairTable PairTable::mul(const MulParams& p) {
   PairTable t;
   const auto [a, b] = all_pairs();
@@ -846,7 +942,9 @@ constexpr int64_t kBlock = 16384;
 
 void PairTable::run(const int8_t* a, const int8_t* b, int8_t* y, int64_t count) const {
   auto span = [&](int64_t start, int64_t n) {
-    if (screen_.on)
+    if (float32_)
+      add_float32(add_float32_, a + start, b + start, y + start, n);
+    else if (screen_.on)
       screened_add(table_.data(), screen_, a + start, b + start, y + start, n);
     else
       pair_lookup(table_.data(), a + start, b + start, y + start, n);
@@ -863,7 +961,9 @@ void PairTable::run(const int8_t* a, const int8_t* b, int8_t* y, int64_t outer, 
   for (int64_t row = 0; row < outer; ++row) {
     const int64_t at = row * inner;
     const int8_t* br = b + (row / broadcast_group) * inner;
-    if (screen_.on)
+    if (float32_)
+      add_float32(add_float32_, a + at, br, y + at, inner);
+    else if (screen_.on)
       screened_add(table_.data(), screen_, a + at, br, y + at, inner);
     else
       pair_lookup(table_.data(), a + at, br, y + at, inner);
@@ -1093,7 +1193,7 @@ void dequantize(const int8_t* x, const AffineQuant& q, float* y, int64_t count) 
 namespace ref {
 
 void conv2d(const ConvParams& p, const int8_t* weights, const int32_t* bias,
-            const QuantizedMultiplier* multipliers, const int8_t* x, int8_t* y) {
+            const QuantizedMultiplier* multipliers, const int8_t* x, int8_t* y, const float* float32_scales) {
   const int ci_per_group = p.c_in / p.groups, co_per_group = p.c_out / p.groups;
   for (int n = 0; n < p.n; ++n)
     for (int oy = 0; oy < p.oh; ++oy)
@@ -1113,9 +1213,12 @@ void conv2d(const ConvParams& p, const int8_t* weights, const int32_t* bias,
                 acc += (xv - p.input_zero_point) * wv;
               }
             }
-          const int32_t q = multiply_by_quantized_multiplier(acc, multipliers[co]) + p.output_zero_point;
-          y[((int64_t{n} * p.oh + oy) * p.ow + ox) * p.c_out + co] =
-              static_cast<int8_t>(clamp_code(q, p.act_min, p.act_max));
+          const int32_t q =
+              float32_scales
+                  ? rescale_float32(acc, float32_scales[co], p.output_zero_point, p.act_min, p.act_max)
+                  : clamp_code(multiply_by_quantized_multiplier(acc, multipliers[co]) + p.output_zero_point,
+                               p.act_min, p.act_max);
+          y[((int64_t{n} * p.oh + oy) * p.ow + ox) * p.c_out + co] = static_cast<int8_t>(q);
         }
 }
 

@@ -20,11 +20,36 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "quant/scheme.h"
 
 namespace bonsai::quant::int8 {
+
+// How convolutions, fully connected layers and ADD take their exact integer
+// results to the output grid.
+//  - fixed_point (the default): TFLite's reference arithmetic. The real
+//    multiplier as a Q31 number and a shift (quant/scheme.h), rounded once,
+//    ties up: the exact result to within 2^-31 of the multiplier, what the
+//    QAT simulation computes; TFLite's reference kernels and TFLite Micro.
+//  - float32: what ONNX Runtime (MLAS) and TFLite's XNNPACK delegate compute.
+//    A float32 scale, float32(s_in * s_w) / s_out (float32_scale), times
+//    float32(acc), rounded to nearest with ties to even; ADD as ORT's MLAS
+//    kernel (add_float32). A model run this way gives those runtimes' codes:
+//    the two differ only where the float32 product lands within its
+//    rounding error of a half step (about one output in 10^5).
+enum class Rescaling { fixed_point, float32 };
+const char* rescaling_name(Rescaling r);            // "fixed_point", "float32"
+Rescaling rescaling_from_name(const std::string& name);  // the inverse; anything else is an error
+
+// float32(input_scale * weight_scale) / output_scale, each step rounded to
+// float32 (no fused multiply-add), as ONNX Runtime's QLinearConv computes
+// its output scales.
+float float32_scale(float input_scale, float weight_scale, float output_scale);
+// clamp(round_half_even(float32(x) * scale) + zero_point, lo, hi), clamping
+// in float before rounding as MLAS does.
+int32_t rescale_float32(int32_t x, float scale, int32_t zero_point, int32_t lo, int32_t hi);
 
 // ---- convolution (regular and depthwise) -----------------------------------
 
@@ -60,8 +85,10 @@ struct ConvParams {
 // called any number of times, one call at a time.
 class Conv2dKernel {
  public:
+  // float32_scales (one per output channel, float32_scale) selects
+  // Rescaling::float32; empty: the multipliers (fixed point).
   Conv2dKernel(const ConvParams& p, const int8_t* weights, const int32_t* bias,
-               const std::vector<QuantizedMultiplier>& multipliers);
+               const std::vector<QuantizedMultiplier>& multipliers, const std::vector<float>& float32_scales = {});
   ~Conv2dKernel();
   Conv2dKernel(const Conv2dKernel&) = delete;
   Conv2dKernel& operator=(const Conv2dKernel&) = delete;
@@ -113,6 +140,18 @@ AddParams make_add_params(const AffineQuant& in1, const AffineQuant& in2, const 
 // a, b, y: `count` elements each.
 void add(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_t count);
 
+// ADD with Rescaling::float32, as ONNX Runtime's QLinearAdd (MLAS, AVX2):
+//   ratio_a = s_a / s_out, ratio_b = s_b / s_out   (float32)
+//   fixed = zo - (ratio_a * za + ratio_b * zb)     (float32, each step rounded)
+//   y = clamp(round_half_even(fma(a, ratio_a, fma(b, ratio_b, fixed))), act_min, act_max)
+struct AddFloat32Params {
+  float ratio_a = 1, ratio_b = 1, fixed = 0;
+  int32_t act_min = -128, act_max = 127;
+};
+AddFloat32Params make_add_float32_params(const AffineQuant& in1, const AffineQuant& in2, const AffineQuant& out,
+                                         int32_t act_min = -128, int32_t act_max = 127);
+void add_float32(const AddFloat32Params& p, const int8_t* a, const int8_t* b, int8_t* y, int64_t count);
+
 // TFLite's int8 MUL: acc = (a - za) * (b - zb); y = MBQM(acc, s_a*s_b/s_out) + zo.
 struct MulParams {
   int32_t input1_offset = 0, input2_offset = 0, output_offset = 0;
@@ -149,12 +188,18 @@ class PairTable {
   };
 
   static PairTable add(const AddParams& p);
+  static PairTable add(const AddFloat32Params& p);  // Rescaling::float32
   static PairTable mul(const MulParams& p);
   void run(const int8_t* a, const int8_t* b, int8_t* y, int64_t count) const;
   // a [outer, inner], b [outer / broadcast_group, inner], as mul().
   void run(const int8_t* a, const int8_t* b, int8_t* y, int64_t outer, int64_t inner,
            int64_t broadcast_group) const;
   int8_t at(int8_t a, int8_t b) const {
+    if (float32_) {
+      int8_t y = 0;
+      add_float32(add_float32_, &a, &b, &y, 1);
+      return y;
+    }
     return table_[(static_cast<uint8_t>(a ^ 0x80) << 8) | static_cast<uint8_t>(b ^ 0x80)];
   }
 
@@ -162,6 +207,8 @@ class PairTable {
   PairTable() : table_(kSize + 3) {}  // 3 bytes of slack: the gathers read 4 bytes at a time
   std::vector<int8_t> table_;         // [(a + 128) * 256 + (b + 128)]
   Screen screen_;
+  bool float32_ = false;  // ADD with Rescaling::float32: add_float32 with add_float32_, no table
+  AddFloat32Params add_float32_;
 };
 
 // A 256-entry table: y = table[x + 128]. Unary ops (hard_swish, sigmoid,
@@ -241,8 +288,10 @@ void dequantize(const int8_t* x, const AffineQuant& q, float* y, int64_t count);
 // ---- naive references ------------------------------------------------------------
 
 namespace ref {
+// float32_scales non-null: Rescaling::float32 with those scales.
 void conv2d(const ConvParams& p, const int8_t* weights, const int32_t* bias,
-            const QuantizedMultiplier* multipliers, const int8_t* x, int8_t* y);
+            const QuantizedMultiplier* multipliers, const int8_t* x, int8_t* y,
+            const float* float32_scales = nullptr);
 void fully_connected(const FullyConnectedParams& p, const int8_t* weights, const int32_t* bias,
                      const int8_t* x, int8_t* y);
 void add(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_t count);

@@ -603,6 +603,12 @@ void Int8Model::validate() const {
   BONSAI_CHECK(defined[output_], "int8 model: no op computes the output value");
 }
 
+void Int8Model::set_rescaling(int8::Rescaling r) {
+  if (r == rescaling_) return;
+  rescaling_ = r;
+  prepared_.clear();  // kernels are prepared for one rescaling
+}
+
 Int8Model::Prepared& Int8Model::prepared(int64_t batch) {
   auto it = prepared_.find(batch);
   if (it != prepared_.end()) return *it->second;
@@ -635,9 +641,13 @@ Int8Model::Prepared& Int8Model::prepared(int64_t batch) {
                             .input_zero_point = in.quant.zero_point, .output_zero_point = oq.zero_point,
                             .act_min = o.act_min, .act_max = o.act_max};
         std::vector<QuantizedMultiplier> m(cp.c_out);
-        for (int c = 0; c < cp.c_out; ++c)
-          m[c] = quantize_multiplier(static_cast<double>(in.quant.scale) * o.weight_scales.data<float>()[c] / oq.scale);
-        p->convs[i] = std::make_unique<int8::Conv2dKernel>(cp, o.weights.data<int8_t>(), o.bias.data<int32_t>(), m);
+        std::vector<float> f;
+        for (int c = 0; c < cp.c_out; ++c) {
+          const float ws = o.weight_scales.data<float>()[c];
+          m[c] = quantize_multiplier(static_cast<double>(in.quant.scale) * ws / oq.scale);
+          if (rescaling_ == int8::Rescaling::float32) f.push_back(int8::float32_scale(in.quant.scale, ws, oq.scale));
+        }
+        p->convs[i] = std::make_unique<int8::Conv2dKernel>(cp, o.weights.data<int8_t>(), o.bias.data<int32_t>(), m, f);
         break;
       }
       case Int8OpType::fully_connected: {
@@ -648,15 +658,22 @@ Int8Model::Prepared& Int8Model::prepared(int64_t batch) {
         int8::ConvParams cp{.n = nb, .h = 1, .w = 1, .c_in = n_in, .oh = 1, .ow = 1, .c_out = n_out,
                             .input_zero_point = in.quant.zero_point, .output_zero_point = oq.zero_point,
                             .act_min = o.act_min, .act_max = o.act_max};
-        const std::vector<QuantizedMultiplier> m(
-            n_out, quantize_multiplier(static_cast<double>(in.quant.scale) * o.weight_scales.data<float>()[0] / oq.scale));
-        p->convs[i] = std::make_unique<int8::Conv2dKernel>(cp, o.weights.data<int8_t>(), o.bias.data<int32_t>(), m);
+        const float ws = o.weight_scales.data<float>()[0];
+        const std::vector<QuantizedMultiplier> m(n_out,
+                                                 quantize_multiplier(static_cast<double>(in.quant.scale) * ws / oq.scale));
+        std::vector<float> f;
+        if (rescaling_ == int8::Rescaling::float32) f.assign(n_out, int8::float32_scale(in.quant.scale, ws, oq.scale));
+        p->convs[i] = std::make_unique<int8::Conv2dKernel>(cp, o.weights.data<int8_t>(), o.bias.data<int32_t>(), m, f);
         break;
       }
-      case Int8OpType::add:
-        p->pairs[i] = std::make_unique<int8::PairTable>(int8::PairTable::add(
-            int8::make_add_params(values_[o.inputs[0]].quant, values_[o.inputs[1]].quant, oq, o.act_min, o.act_max)));
+      case Int8OpType::add: {
+        const AffineQuant &a = values_[o.inputs[0]].quant, &b = values_[o.inputs[1]].quant;
+        p->pairs[i] = std::make_unique<int8::PairTable>(
+            rescaling_ == int8::Rescaling::float32
+                ? int8::PairTable::add(int8::make_add_float32_params(a, b, oq, o.act_min, o.act_max))
+                : int8::PairTable::add(int8::make_add_params(a, b, oq, o.act_min, o.act_max)));
         break;
+      }
       case Int8OpType::mul:
         p->pairs[i] = std::make_unique<int8::PairTable>(int8::PairTable::mul(
             int8::make_mul_params(values_[o.inputs[0]].quant, values_[o.inputs[1]].quant, oq, o.act_min, o.act_max)));

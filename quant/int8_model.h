@@ -51,6 +51,7 @@
 
 #include "core/tensor.h"
 #include "layers/module.h"
+#include "quant/int8_kernels.h"
 #include "quant/scheme.h"
 
 namespace bonsai::quant {
@@ -133,6 +134,13 @@ class Int8Model {
   // Bytes of weights, biases and tables: the model's size in memory.
   int64_t parameter_bytes() const;
 
+  // How convs, fully connected layers and ADD rescale (quant/int8_kernels.h):
+  // fixed_point (TFLite's reference arithmetic, the default) or float32
+  // (ONNX Runtime's and TFLite-XNNPACK's). A runtime setting, not part of
+  // the file: the same model runs either way.
+  void set_rescaling(int8::Rescaling r);
+  int8::Rescaling rescaling() const { return rescaling_; }
+
   // Per-op-type timing of run(): while on, every run adds each op's wall
   // time to its type's total ("conv" is split into "conv_1x1", "conv" and
   // "conv_depthwise"; "dequantize" is the float output). Turning it on
@@ -158,6 +166,7 @@ class Int8Model {
   Int8Value input_;
   int output_ = -1;
   std::map<int64_t, std::unique_ptr<Prepared>> prepared_;  // by batch size
+  int8::Rescaling rescaling_ = int8::Rescaling::fixed_point;
   bool profiling_ = false;
   std::map<std::string, double> profile_;
   int profiled_runs_ = 0;

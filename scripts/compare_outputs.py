@@ -72,6 +72,8 @@ def main():
     p.add_argument("--float", action="store_true", help="float outputs: relative differences, not steps")
     p.add_argument("--require", type=float, default=None,
                    help="also print 'agree' (exit 0) or 'DISAGREE' (exit 1): at least this share within one step")
+    p.add_argument("--require-exact", type=float, default=None,
+                   help="int8 outputs: also require at least this share of the codes to be equal")
     a = p.parse_args()
     meta = json.load(open(a.sample + "/meta.json"))
     ref_meta = json.load(open(a.reference + ".json"))
@@ -117,9 +119,11 @@ def main():
         "reference": round(metric(ref, labels, meta), 2),
         "candidate": round(metric(cand, labels, meta), 2),
     }))
-    if a.require is not None:
-        print("agree" if within >= a.require else "DISAGREE")
-        sys.exit(0 if within >= a.require else 1)
+    if a.require is not None or a.require_exact is not None:
+        exact = float(np.mean(steps < 0.001))
+        ok = (a.require is None or within >= a.require) and (a.require_exact is None or exact >= a.require_exact)
+        print("agree" if ok else "DISAGREE")
+        sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

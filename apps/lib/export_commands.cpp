@@ -35,9 +35,12 @@ const char* kExportUsage = R"(  bonsai export --format tflite|onnx --int8 M.safe
       The config's validation images (eval preprocessing) as DIR/images.f32
       (float32 NHWC), labels as DIR/labels.i32, and DIR/meta.json; count 0: all.
   bonsai export run --int8 M.safetensors --images DIR --out OUT.f32 [--batch 64] [--values VDIR]
+                    [--rescaling fixed_point|float32]
       bonsai's int8 runtime on DIR's images: the float outputs (NHWC) in
       OUT.f32, their shape and output grid in OUT.f32.json. --values VDIR
       also writes every value's int8 codes (VDIR/<id>.s8, VDIR/values.json).
+      --rescaling float32: the arithmetic of ONNX Runtime and TFLite's
+      XNNPACK delegate instead of TFLite's fixed point (docs/export.md).
   bonsai export run --config C.json --checkpoint K.safetensors --images DIR --out OUT.f32 [--batch 64]
       bonsai's own float model (eval mode) on DIR's images, for comparison
       with a float export: OUT.f32 and OUT.f32.json ({"shape", "precision": "float"}).
@@ -199,7 +202,8 @@ int export_run_float(const Args& a) {
 
 int export_run(int argc, char** argv) {
   Args a(argc, argv, 3, {{"int8", ""}, {"config", ""}, {"checkpoint", ""}, {"params_override", ""}, {"images", ""},
-                         {"out", ""}, {"batch", "64"}, {"threads", "0"}, {"values", ""}});
+                         {"out", ""}, {"batch", "64"}, {"threads", "0"}, {"values", ""},
+                         {"rescaling", "fixed_point"}});
   const bool int8 = !a.get("int8").empty(), fp = !a.get("config").empty() || !a.get("checkpoint").empty();
   BONSAI_CHECK(int8 != fp, "bonsai export run takes either --int8 M (the int8 runtime) or --config C --checkpoint K "
                            "(the float model), not both or neither");
@@ -212,6 +216,7 @@ int export_run(int argc, char** argv) {
     return export_run_float(a);
   }
   quant::Int8Model m = quant::Int8Model::load(a.get("int8"));
+  m.set_rescaling(quant::int8::rescaling_from_name(a.get("rescaling")));
   const Sample s = read_sample(a.get("images"), m.input().shape);
   const int64_t n = s.count;
   const int64_t batch = std::max<int64_t>(1, a.get_int("batch"));
