@@ -29,8 +29,11 @@ usage:
   bonsai train --config C.json --model_dir D [--params_override a.b=v,...]
   bonsai train_and_eval --config C.json --model_dir D [--params_override ...]
   bonsai eval --config C.json --model_dir D [--checkpoint K] [--params_override ...]
+              [--int8 M.safetensors [--rescaling fixed_point|float32]]
       Run an experiment (configs/*.json; keys mirror the Model Garden's).
-      Training resumes from the newest checkpoint in D.
+      Training resumes from the newest checkpoint in D. eval --int8 evaluates
+      a converted int8 model; --rescaling float32 with ONNX Runtime's and
+      XNNPACK's arithmetic (docs/quantization.md).
       [--distributed auto|mpi|none]: data-parallel over MPI ranks, e.g.
       mpirun -np 4 bonsai train ... (auto: when started by mpirun; the global
       batch is split over the ranks; rank 0 writes D). See docs/distributed.md.
@@ -177,7 +180,7 @@ int cmd_tensorboard(int argc, char** argv) {
 int cmd_run(const std::string& mode, int argc, char** argv) {
   Args a(argc, argv, 2,
          {{"config", ""}, {"model_dir", ""}, {"params_override", ""}, {"checkpoint", ""}, {"stop_at_step", "0"},
-          {"int8", ""}, {"distributed", "auto"}});
+          {"int8", ""}, {"rescaling", "fixed_point"}, {"distributed", "auto"}});
   BONSAI_CHECK(!a.get("config").empty() && !a.get("model_dir").empty(),
                "bonsai " + mode + " needs --config C.json and --model_dir D");
   const bool chief = bonsai::dist::init(a.get("distributed")).rank() == 0;
@@ -187,6 +190,7 @@ int cmd_run(const std::string& mode, int argc, char** argv) {
                                          .params_override = a.get("params_override"),
                                          .checkpoint = a.get("checkpoint"),
                                          .int8_model = a.get("int8"),
+                                         .int8_rescaling = a.get("rescaling"),
                                          .stop_at_step = a.get_int("stop_at_step")});
   bonsai::dist::finalize();
   if (!chief) return 0;  // rank 0 reports for all

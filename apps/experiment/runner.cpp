@@ -370,8 +370,11 @@ RunResult run_experiment(const RunOptions& options) {
     }
   };
   if (!o.int8_model.empty()) {
-    model = std::make_shared<Int8Evaluated>(quant::Int8Model::load(o.int8_model));
-    if (!o.quiet) std::printf("evaluating the int8 model %s\n", o.int8_model.c_str());
+    quant::Int8Model int8 = quant::Int8Model::load(o.int8_model);
+    int8.set_rescaling(quant::int8::rescaling_from_name(o.int8_rescaling));
+    model = std::make_shared<Int8Evaluated>(std::move(int8));
+    if (!o.quiet)
+      std::printf("evaluating the int8 model %s (%s rescaling)\n", o.int8_model.c_str(), o.int8_rescaling.c_str());
   } else if (!resume.empty()) {
     io::SafetensorsFile f = read_on_chief(resume);
     load_state(*model, model_weights(f.tensors));

@@ -40,6 +40,7 @@ struct RunOptions {
   std::string params_override;  // "a.b=v,..."
   std::string checkpoint;       // eval: a specific checkpoint (default: the newest)
   std::string int8_model;       // eval: a converted int8 model instead of a checkpoint
+  std::string int8_rescaling = "fixed_point";  // with int8_model: quant::int8::Rescaling by name
   int64_t stop_at_step = 0;     // > 0: stop (after checkpointing) once this step is reached; tests use it
   bool quiet = false;           // no progress display
 };

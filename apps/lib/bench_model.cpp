@@ -193,6 +193,7 @@ std::string bench_model(const ModelBenchSpec& s, std::string* profile_out) {
     } else {
       int8 = quant::Int8Model::load(s.int8);
     }
+    int8.set_rescaling(quant::int8::rescaling_from_name(s.rescaling));
     for (int i = 0; i < s.warmup + s.steps; ++i) {
       if (s.profile && i == s.warmup) int8.set_profiling(true);  // the timed runs only
       double t0 = now_s();
@@ -231,6 +232,7 @@ std::string bench_model(const ModelBenchSpec& s, std::string* profile_out) {
   j["mode"] = s.mode;
   if (!train) j["precision"] = s.int8.empty() ? "fp32" : "int8";
   if (!train && s.int8.empty()) j["engine"] = s.engine;
+  if (!train && !s.int8.empty()) j["rescaling"] = s.rescaling;
   j["batch"] = batch;
   j["res"] = s.res;
   j["threads"] = num_threads();
@@ -255,6 +257,7 @@ int run_command(int argc, char** argv, const char* mode, int batch, int threads,
     flags["int8"] = "";
     flags["save-int8"] = "";
     flags["engine"] = "graph";
+    flags["rescaling"] = "fixed_point";
   }
   if (batch > 0) flags["batch"] = std::to_string(batch);  // infer is batch 1 by definition
   Args a(argc, argv, 3, flags);
@@ -273,6 +276,8 @@ int run_command(int argc, char** argv, const char* mode, int batch, int threads,
     s.int8 = a.get("int8");
     s.save_int8 = a.get("save-int8");
     s.engine = a.get("engine");
+    s.rescaling = a.get("rescaling");
+    quant::int8::rescaling_from_name(s.rescaling);  // refused early when unknown
     BONSAI_CHECK(s.save_int8.empty() || s.int8 == "true", "bonsai bench infer: --save-int8 needs --int8 true");
     BONSAI_CHECK(!s.profile || !s.int8.empty(), "bonsai bench infer: --profile needs --int8");
   }

@@ -36,6 +36,7 @@ struct ModelBenchSpec {
   // random input) and converted to int8; else the path of an int8 model file.
   std::string int8;
   std::string save_int8;  // int8 "true" only: also save the converted model here (to export it)
+  std::string rescaling = "fixed_point";  // int8: quant::int8::Rescaling by name
   // Time the timed steps per op type: train, per autograd op name forward and
   // backward plus the step's other parts (core/op_profile.h); infer, int8 only
   // (Int8Model::set_profiling).
@@ -63,13 +64,14 @@ inline constexpr const char* kBenchTrainUsage =
 inline constexpr const char* kBenchInferUsage =
     "  bonsai bench infer --model M [--res 224 --threads 1 --steps 20 --warmup 3 --classes 1000]\n"
     "                     [--int8 true|MODEL.safetensors [--profile]] [--save-int8 M.safetensors]\n"
-    "                     [--engine graph|eager]\n"
+    "                     [--engine graph|eager] [--rescaling fixed_point|float32]\n"
     "      Median batch-1 eval-mode forward latency, FP32 or the integer-only int8 model\n"
     "      (true: M quantized and converted here); one JSON line (median_ms, images_per_s);\n"
     "      FP32 runs the fused float graph (infer/float_runtime.h), or with --engine eager\n"
     "      the module tree's forward.\n"
     "      --profile adds lines after it: int8 time per op type. --save-int8 keeps the\n"
-    "      model --int8 true made, so other runtimes can time the same one (bonsai export).\n";
+    "      model --int8 true made, so other runtimes can time the same one (bonsai export).\n"
+    "      --rescaling: the int8 runtime's arithmetic (quant/int8_kernels.h).\n";
 
 // `bonsai bench train ...` / `bonsai bench infer ...`: parse argv[3..] and
 // print bench_model's line.

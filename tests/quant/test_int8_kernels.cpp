@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -223,6 +224,79 @@ TEST_CASE("int8 kernels: Conv2dKernel is exact on rounding ties") {
     ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data());
     Conv2dKernel(p, d.weights.data(), d.bias.data(), d.multipliers).run(d.x.data(), y.data());
     CHECK(y == y_ref);
+  }
+}
+
+namespace {
+
+// Float32 scales standing in for s_in * s_w[c] / s_out: the multipliers' values.
+std::vector<float> float32_scales_of(const std::vector<QuantizedMultiplier>& m) {
+  std::vector<float> f;
+  for (const QuantizedMultiplier& q : m) f.push_back(static_cast<float>(std::ldexp(double(q.multiplier), q.shift - 31)));
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("int8 kernels: rescale_float32 rounds half to even after clamping, as ONNX Runtime") {
+  // 0.5 * odd is an exact tie in float32.
+  CHECK(rescale_float32(5, 0.5f, 0, -128, 127) == 2);    // 2.5 -> 2
+  CHECK(rescale_float32(7, 0.5f, 0, -128, 127) == 4);    // 3.5 -> 4
+  CHECK(rescale_float32(-5, 0.5f, 0, -128, 127) == -2);  // -2.5 -> -2
+  CHECK(rescale_float32(-7, 0.5f, 0, -128, 127) == -4);  // -3.5 -> -4
+  CHECK(rescale_float32(5, 0.5f, 10, -128, 127) == 12);  // the zero point after rounding
+  // TFLite's fixed point rounds the same ties up instead.
+  CHECK(multiply_by_quantized_multiplier(5, quantize_multiplier(0.5)) == 3);
+  CHECK(multiply_by_quantized_multiplier(-5, quantize_multiplier(0.5)) == -2);
+  // Clamped in float before the conversion: no overflow at the extremes.
+  CHECK(rescale_float32(std::numeric_limits<int32_t>::max(), 1000.0f, -3, -128, 127) == 127);
+  CHECK(rescale_float32(std::numeric_limits<int32_t>::min(), 1000.0f, -3, -128, 127) == -128);
+  CHECK(rescale_float32(1000, 0.01f, 0, 0, 6) == 6);  // a fused activation's range
+  // The scale is rounded to float32 after the product and again after the
+  // quotient (ONNX Runtime's QLinearConv): for these three float32 scales
+  // that is one ulp below the correctly rounded quotient. (Values and bit
+  // patterns from numpy's float32 and float64 arithmetic.)
+  const float s = float32_scale(0.011487487f, 0.008151376f, 0.18691334f);
+  uint32_t bits = 0;
+  std::memcpy(&bits, &s, sizeof bits);
+  CHECK(bits == 973296596u);
+  const auto exact = static_cast<float>(double{0.011487487f} * double{0.008151376f} / double{0.18691334f});
+  std::memcpy(&bits, &exact, sizeof bits);
+  CHECK(bits == 973296597u);
+  CHECK(rescaling_from_name("float32") == Rescaling::float32);
+  CHECK(std::string(rescaling_name(Rescaling::fixed_point)) == "fixed_point");
+  CHECK_THROWS_WITH_AS(rescaling_from_name("float"), doctest::Contains("unknown int8 rescaling 'float'"), std::exception);
+}
+
+TEST_CASE("int8 kernels: Conv2dKernel with float32 rescaling matches ref::conv2d byte for byte") {
+  std::mt19937 rng(41);
+  std::vector<ConvCase> cases = conv_cases();
+  // Sums past 2^24 (oneDNN's f32 detour, recomputed) with float32 scales too.
+  cases.push_back({"past 2^24: 1x1, zi 127", conv(1, 6, 5, 2304, 16, 1, 1, 1, 1, false, 127, 0)});
+  cases.push_back({"past 2^24: 3x3 SAME, zi -128", conv(1, 5, 5, 256, 24, 3, 1, 1, 1, true, -128, 3)});
+  for (const ConvCase& c : cases) {
+    SUBCASE(c.name.c_str()) {
+      const ConvParams& p = c.p;
+      ConvData d = conv_data(p, rng);
+      if (c.name.rfind("past 2^24", 0) == 0) {
+        d.weights = random_codes(d.weights.size(), rng, 100, 127);
+        std::bernoulli_distribution off_zero(0.0004);
+        const auto near = static_cast<int8_t>(p.input_zero_point == 127 ? 126 : -127);
+        for (int8_t& v : d.x) v = off_zero(rng) ? near : static_cast<int8_t>(p.input_zero_point);
+        for (size_t co = 0; co < d.multipliers.size(); ++co)
+          d.multipliers[co] = quantize_multiplier(co % 2 == 0 ? 0.9 : 0.5);
+      }
+      const std::vector<float> f = float32_scales_of(d.multipliers);
+      std::vector<int8_t> y(output_size(p)), y_ref(output_size(p)), y_fixed(output_size(p));
+      ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data(), f.data());
+      Conv2dKernel kernel(p, d.weights.data(), d.bias.data(), d.multipliers, f);
+      kernel.run(d.x.data(), y.data());
+      CHECK(y == y_ref);
+      // The same scales in fixed point: at most a step apart (rounding ties
+      // and the scale's precision), nearly always equal.
+      ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_fixed.data());
+      CHECK(max_code_diff(y_ref, y_fixed) <= 1);
+    }
   }
 }
 
@@ -442,6 +516,66 @@ TEST_CASE("int8 kernels: requantize matches the scheme's MBQM, right and left sh
     }
     CHECK_MESSAGE(same, "ratio " << ratio);
   }
+}
+
+TEST_CASE("int8 kernels: ADD with float32 rescaling is ONNX Runtime's formula on every pair of codes") {
+  std::mt19937 rng(26);
+  std::vector<int8_t> a(PairTable::kSize), b(PairTable::kSize), y(PairTable::kSize), y_fixed(PairTable::kSize);
+  for (int i = 0; i < PairTable::kSize; ++i) {
+    a[i] = static_cast<int8_t>(i / 256 - 128);
+    b[i] = static_cast<int8_t>(i % 256 - 128);
+  }
+  std::uniform_real_distribution<float> log_ratio(-3, 3);
+  std::uniform_int_distribution<int> zero(-128, 127);
+  for (int trial = 0; trial < 24; ++trial) {
+    CAPTURE(trial);
+    const float s = 0.05f;
+    AffineQuant qa{.scale = s * std::exp2(log_ratio(rng)), .zero_point = zero(rng)};
+    AffineQuant qb{.scale = s * std::exp2(log_ratio(rng)), .zero_point = zero(rng)};
+    AffineQuant qo{.scale = s * std::exp2(log_ratio(rng) / 2), .zero_point = zero(rng)};
+    if (trial % 8 == 3) qb.scale = qa.scale, qo.scale = 2 * qa.scale;  // exact ties: to even
+    const int32_t lo = trial % 3 == 1 ? qo.zero_point : -128;          // a fused ReLU
+    const AddFloat32Params p = make_add_float32_params(qa, qb, qo, lo, 127);
+    const PairTable add = PairTable::add(p);
+    add.run(a.data(), b.data(), y.data(), PairTable::kSize);
+    ref::add(make_add_params(qa, qb, qo, lo, 127), a.data(), b.data(), y_fixed.data(), PairTable::kSize);
+    int64_t differ = 0;
+    for (int i = 0; i < PairTable::kSize; ++i) {
+      // MLAS's QLinearAdd (AVX2): fma(a, ra, fma(b, rb, fixed)), converted to
+      // nearest-even, saturated; then the fused activation's clamp.
+      const float t = std::fma(float(a[i]), p.ratio_a, std::fma(float(b[i]), p.ratio_b, p.fixed));
+      const int want = std::clamp(static_cast<int>(std::nearbyint(t)), lo, 127);
+      if (y[i] != want) {
+        FAIL_CHECK("pair (" << int{a[i]} << ", " << int{b[i]} << "): " << int{y[i]} << " != " << want);
+        break;
+      }
+      // The real sum in output steps: within one step (rounding of t and of the ratios).
+      const double real = (double(a[i]) - qa.zero_point) * qa.scale / qo.scale +
+                          (double(b[i]) - qb.zero_point) * qb.scale / qo.scale + qo.zero_point;
+      const double clamped = std::clamp(real, double(lo), 127.0);
+      if (std::abs(y[i] - clamped) > 1.0) {
+        FAIL_CHECK("pair (" << int{a[i]} << ", " << int{b[i]} << "): " << int{y[i]} << " vs real " << real);
+        break;
+      }
+      differ += y[i] != y_fixed[i];
+    }
+    CHECK(add.at(a[4321], b[4321]) == y[4321]);
+    // TFLite's fixed point differs only on near-ties: a small share of pairs
+    // (on the tie grids, half of all pairs are ties, which it rounds up).
+    if (trial % 8 != 3) CHECK(differ < PairTable::kSize / 100);
+  }
+  // The SE broadcast form and a tail, as mul's.
+  const AddFloat32Params p = make_add_float32_params(random_quant(rng), random_quant(rng), random_quant(rng));
+  const int64_t outer = 6, inner = 37, group = 3;
+  const std::vector<int8_t> x = random_codes(outer * inner, rng), g = random_codes(outer / group * inner, rng);
+  std::vector<int8_t> out(x.size());
+  PairTable::add(p).run(x.data(), g.data(), out.data(), outer, inner, group);
+  for (int64_t r = 0; r < outer; ++r)
+    for (int64_t i = 0; i < inner; ++i) {
+      int8_t want = 0;
+      add_float32(p, &x[r * inner + i], &g[(r / group) * inner + i], &want, 1);
+      CHECK(out[r * inner + i] == want);
+    }
 }
 
 TEST_CASE("int8 kernels: PairTable is add and mul on every pair of codes") {
