@@ -47,11 +47,16 @@ std::pair<uint8_t, fb::Offset<void>> write_index_vector(fb::FlatBufferBuilder& b
 
 fb::Offset<void> write_sparsity(fb::FlatBufferBuilder& b, const TensorSparsity& sp) {
   const int rank = static_cast<int>(sp.dense_shape.size());
-  std::vector<int32_t> order(rank);
-  for (int i = 0; i < rank; ++i) order[i] = i;
+  const bool blocked = sp.block > 1;
+  // Blocked: one more dimension in traversal order, the block's elements
+  // (dense), after the last dimension counted in blocks.
+  const int levels = rank + (blocked ? 1 : 0);
+  std::vector<int32_t> order(levels);
+  for (int i = 0; i < levels; ++i) order[i] = i;
   std::vector<fb::Offset<void>> dims;
-  for (int i = 0; i < rank; ++i) {
+  for (int i = 0; i < levels; ++i) {
     const bool sparse = i == rank - 1;
+    const int32_t size = i == rank ? sp.block : sparse && blocked ? sp.dense_shape[i] / sp.block : sp.dense_shape[i];
     std::pair<uint8_t, fb::Offset<void>> segments{0, 0}, indices{0, 0};
     if (sparse) {
       segments = write_index_vector(b, sp.segments);
@@ -59,7 +64,7 @@ fb::Offset<void> write_sparsity(fb::FlatBufferBuilder& b, const TensorSparsity& 
     }
     const fb::uoffset_t start = b.StartTable();
     b.AddElement<int8_t>(s::vtable_offset(s::dimension_metadata::format), sparse ? s::kSparseCsr : s::kDense, 0);
-    b.AddElement<int32_t>(s::vtable_offset(s::dimension_metadata::dense_size), sp.dense_shape[i], 0);
+    b.AddElement<int32_t>(s::vtable_offset(s::dimension_metadata::dense_size), size, 0);
     if (sparse) {
       b.AddElement<uint8_t>(s::vtable_offset(s::dimension_metadata::array_segments_type), segments.first, 0);
       b.AddOffset(s::vtable_offset(s::dimension_metadata::array_segments), segments.second);
@@ -70,8 +75,11 @@ fb::Offset<void> write_sparsity(fb::FlatBufferBuilder& b, const TensorSparsity& 
   }
   const auto order_vec = b.CreateVector(order);
   const auto dims_vec = b.CreateVector(dims);
+  fb::Offset<fb::Vector<int32_t>> block_map_vec;
+  if (blocked) block_map_vec = b.CreateVector(std::vector<int32_t>{rank - 1});
   const fb::uoffset_t start = b.StartTable();
   b.AddOffset(s::vtable_offset(s::sparsity::traversal_order), order_vec);
+  if (blocked) b.AddOffset(s::vtable_offset(s::sparsity::block_map), block_map_vec);
   b.AddOffset(s::vtable_offset(s::sparsity::dim_metadata), dims_vec);
   return fb::Offset<void>(b.EndTable(start));
 }

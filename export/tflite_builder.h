@@ -37,10 +37,15 @@ struct TensorQuant {
 // TFLite's sparse encoding of a constant: the dense shape traversed in
 // order, every dimension DENSE except the last, stored as CSR (row pointers
 // into the column indices of the nonzeros; the buffer holds the nonzeros).
+// TFLite's sparse encoding as bonsai writes it: every dimension dense but
+// the last, which is CSR over its elements or, with block > 1, over blocks
+// of `block` consecutive elements (TFLite's block_map on the last
+// dimension: the stored values are whole blocks, zeros inside kept).
 struct TensorSparsity {
   std::vector<int32_t> dense_shape;
   std::vector<int32_t> segments;  // [rows + 1]
-  std::vector<int32_t> indices;   // [nnz], each < last extent
+  std::vector<int32_t> indices;   // [nnz], each < last extent (block > 1: in blocks)
+  int32_t block = 1;              // > 1: divides the last extent
 };
 
 struct TensorDef {
