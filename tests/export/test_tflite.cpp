@@ -316,7 +316,11 @@ TEST_CASE("tflite: lookup tables become CAST, ADD 128, GATHER from bonsai's own 
   CHECK_NOTHROW(exporters::to_tflite(old));
 }
 
-TEST_CASE("tflite: sparse weights are stored CSR with a DENSIFY op and decode to the dense weights") {
+namespace {
+
+// conv0 (3 -> 16) -> relu -> conv1 (16 -> 64, 9216 weights, op 2) -> mean
+// -> dense, converted: the model the sparse-weight tests prune.
+Int8Model two_conv_model() {
   auto net = std::make_shared<Sequential>();
   net->push(std::make_shared<Conv2d>(Conv2dOptions{.in = 3, .out = 16, .kernel = 3, .seed = 1}), "conv0");
   net->push(std::make_shared<Activation>(ActivationKind::relu), "act0");
@@ -326,7 +330,24 @@ TEST_CASE("tflite: sparse weights are stored CSR with a DENSIFY op and decode to
   net->push(std::make_shared<Dense>(DenseOptions{.in = 64, .out = 10, .seed = 3}), "dense");
   quantize(*net);
   settle(*net, {2, 8, 8, 3});
-  const Int8Model dense_model = convert(*net, Tensor::zeros({1, 8, 8, 3}));
+  return convert(*net, Tensor::zeros({1, 8, 8, 3}));
+}
+
+// conv1's weights as decoded from the sparse export f equal the dense
+// export's bytes.
+void check_decodes_to_dense(Tflite& f, const std::vector<uint8_t>& dense_bytes) {
+  const Table model = f.model();
+  const Table stored = op_input(model.tables(s::model::subgraphs)[0], 2, 0);
+  const std::vector<int8_t> decoded = densify(stored, buffer_of(model, stored));
+  Tflite d(dense_bytes);
+  const Table dmodel = d.model();
+  CHECK(decoded == buffer_of(dmodel, op_input(dmodel.tables(s::model::subgraphs)[0], 2, 1)));
+}
+
+}  // namespace
+
+TEST_CASE("tflite: sparse weights are stored CSR with a DENSIFY op and decode to the dense weights") {
+  const Int8Model dense_model = two_conv_model();
   // Prune conv1 (9216 weights) to 10%: every code whose index is not a
   // multiple of 10 becomes zero.
   Int8Model pruned = with_ops(dense_model, [](std::vector<Int8Op>& ops) {
@@ -353,25 +374,11 @@ TEST_CASE("tflite: sparse weights are stored CSR with a DENSIFY op and decode to
   CHECK(dense.vec<int32_t>(s::tensor::shape) == std::vector<int32_t>{64, 3, 3, 16});
   CHECK(stored.vec<int32_t>(s::tensor::shape) == std::vector<int32_t>{64, 3, 3, 16});
   CHECK(dense.table(s::tensor::quantization).vec<float>(s::quantization::scale).size() == 64);
-  const std::vector<int8_t> nonzeros = buffer_of(model, stored);
-  const std::vector<int8_t> decoded = densify(stored, nonzeros);
-  // The same bytes as the dense export's weights.
-  Tflite d(dense_bytes);
-  const Table dmodel = d.model();
-  CHECK(decoded == buffer_of(dmodel, op_input(dmodel.tables(s::model::subgraphs)[0], 2, 1)));
+  check_decodes_to_dense(f, dense_bytes);
 }
 
 TEST_CASE("tflite: block-pruned weights are stored as blocks of 4 (smaller already at 50%)") {
-  auto net = std::make_shared<Sequential>();
-  net->push(std::make_shared<Conv2d>(Conv2dOptions{.in = 3, .out = 16, .kernel = 3, .seed = 1}), "conv0");
-  net->push(std::make_shared<Activation>(ActivationKind::relu), "act0");
-  net->push(std::make_shared<Conv2d>(Conv2dOptions{.in = 16, .out = 64, .kernel = 3, .seed = 2}), "conv1");
-  net->push(std::make_shared<GlobalAvgPool>(), "gap");
-  net->push(std::make_shared<Flatten>(), "flatten");
-  net->push(std::make_shared<Dense>(DenseOptions{.in = 64, .out = 10, .seed = 3}), "dense");
-  quantize(*net);
-  settle(*net, {2, 8, 8, 3});
-  const Int8Model dense_model = convert(*net, Tensor::zeros({1, 8, 8, 3}));
+  const Int8Model dense_model = two_conv_model();
   // conv1 (HWIO [3, 3, 16, 64]) pruned in blocks of 4 input channels (what
   // block pruning [4, 1] leaves): half the blocks zero, and every other
   // code of the kept blocks too, which a block keeps.
@@ -401,12 +408,8 @@ TEST_CASE("tflite: block-pruned weights are stored as blocks of 4 (smaller alrea
   const Table sp = stored.table(s::tensor::sparsity);
   CHECK(sp.vec<int32_t>(s::sparsity::block_map) == std::vector<int32_t>{3});
   CHECK(sp.tables(s::sparsity::dim_metadata).size() == 5);
-  const std::vector<int8_t> nonzeros = buffer_of(model, stored);
-  CHECK(nonzeros.size() == 9216 / 2);  // whole blocks, the zeros inside kept
-  const std::vector<int8_t> decoded = densify(stored, nonzeros);
-  Tflite d(dense_bytes);
-  const Table dmodel = d.model();
-  CHECK(decoded == buffer_of(dmodel, op_input(dmodel.tables(s::model::subgraphs)[0], 2, 1)));
+  CHECK(buffer_of(model, stored).size() == 9216 / 2);  // whole blocks, the zeros inside kept
+  check_decodes_to_dense(f, dense_bytes);
 }
 
 TEST_CASE("tflite: what has no TFLite form is refused, naming the op") {

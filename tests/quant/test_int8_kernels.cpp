@@ -518,13 +518,26 @@ TEST_CASE("int8 kernels: requantize matches the scheme's MBQM, right and left sh
   }
 }
 
+namespace {
+
+// Every (a, b) pair of codes in PairTable's order: a = i / 256 - 128, b = i % 256 - 128.
+struct EveryPair {
+  std::vector<int8_t> a, b;
+  EveryPair() : a(PairTable::kSize), b(PairTable::kSize) {
+    for (int i = 0; i < PairTable::kSize; ++i) {
+      a[i] = static_cast<int8_t>(i / 256 - 128);
+      b[i] = static_cast<int8_t>(i % 256 - 128);
+    }
+  }
+};
+
+}  // namespace
+
 TEST_CASE("int8 kernels: ADD with float32 rescaling is ONNX Runtime's formula on every pair of codes") {
   std::mt19937 rng(26);
-  std::vector<int8_t> a(PairTable::kSize), b(PairTable::kSize), y(PairTable::kSize), y_fixed(PairTable::kSize);
-  for (int i = 0; i < PairTable::kSize; ++i) {
-    a[i] = static_cast<int8_t>(i / 256 - 128);
-    b[i] = static_cast<int8_t>(i % 256 - 128);
-  }
+  const EveryPair pairs;
+  const std::vector<int8_t>&a = pairs.a, &b = pairs.b;
+  std::vector<int8_t> y(PairTable::kSize), y_fixed(PairTable::kSize);
   std::uniform_real_distribution<float> log_ratio(-3, 3);
   std::uniform_int_distribution<int> zero(-128, 127);
   for (int trial = 0; trial < 24; ++trial) {
@@ -580,11 +593,9 @@ TEST_CASE("int8 kernels: ADD with float32 rescaling is ONNX Runtime's formula on
 
 TEST_CASE("int8 kernels: PairTable is add and mul on every pair of codes") {
   std::mt19937 rng(25);
-  std::vector<int8_t> a(PairTable::kSize), b(PairTable::kSize), y(PairTable::kSize), y_ref(PairTable::kSize);
-  for (int i = 0; i < PairTable::kSize; ++i) {
-    a[i] = static_cast<int8_t>(i / 256 - 128);
-    b[i] = static_cast<int8_t>(i % 256 - 128);
-  }
+  const EveryPair pairs;
+  const std::vector<int8_t>&a = pairs.a, &b = pairs.b;
+  std::vector<int8_t> y(PairTable::kSize), y_ref(PairTable::kSize);
   // ADD runs a float shortcut away from rounding ties (see add_screen in
   // int8_kernels.cpp): every pair, over many grids — scale ratios from 1/8
   // to 8, fused ReLUs — and grids whose sums fall on ties (equal scales,
