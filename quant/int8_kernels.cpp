@@ -1180,8 +1180,24 @@ void concat(const std::vector<ConcatInput>& inputs, const AffineQuant& out, int6
 
 // ---- float boundaries -------------------------------------------------------------------
 
+// quantize_value on 8 lanes: round(x / scale) half away from zero as
+// trunc(v) + sign(v) where |v - trunc(v)| >= 1/2 (v - trunc(v) is exact in
+// float, so no addition rounds first), clamped in float, plus the zero point.
 void quantize(const float* x, const AffineQuant& q, int8_t* y, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) y[i] = static_cast<int8_t>(quantize_value(x[i], q));
+  const __m256 scale = _mm256_set1_ps(q.scale), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256 lo = _mm256_set1_ps(static_cast<float>(q.qmin - q.zero_point)),
+               hi = _mm256_set1_ps(static_cast<float>(q.qmax - q.zero_point));
+  const __m256i zp = _mm256_set1_epi32(q.zero_point);
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    const __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), scale);
+    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 away = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(v, t)), half, _CMP_GE_OQ);
+    const __m256 r = _mm256_add_ps(t, _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(v, sign), one)));
+    store8(y + i, _mm256_add_epi32(_mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi)), zp));
+  }
+  for (; i < count; ++i) y[i] = static_cast<int8_t>(quantize_value(x[i], q));
 }
 
 void dequantize(const int8_t* x, const AffineQuant& q, float* y, int64_t count) {

@@ -819,6 +819,28 @@ TEST_CASE("int8 kernels: quantize and dequantize round-trip") {
   CHECK(qs[7] == 127);
   for (size_t i = 0; i < 6; ++i)
     CHECK(std::abs(dequantize_value(qs[i], q) - xs[i]) <= 0.5f * q.scale + 1e-6f);
+  // The 8-lane loop equals quantize_value everywhere: random reals, exact
+  // half-step ties of both signs (rounded away from zero), the float just
+  // below a tie, huge values, and a tail.
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-4.0f, 4.0f);
+  std::vector<float> many;
+  for (int i = 0; i < 4000; ++i) many.push_back(u(rng));
+  for (int k = -300; k <= 300; ++k) {
+    const float tie = (static_cast<float>(k) + 0.5f) * 0.25f;  // scale 0.25: x / scale is exactly k + 0.5
+    many.push_back(tie);
+    many.push_back(std::nextafter(tie, 0.0f));
+  }
+  many.insert(many.end(), {1e30f, -1e30f, 0.0f, -0.0f, 3.0f});
+  for (const AffineQuant& p : {AffineQuant{.scale = 0.25f, .zero_point = -3}, AffineQuant{.scale = 0.0173f, .zero_point = 40}}) {
+    std::vector<int8_t> fast(many.size());
+    quantize(many.data(), p, fast.data(), static_cast<int64_t>(many.size()));
+    int mismatches = 0;
+    for (size_t i = 0; i < many.size(); ++i) mismatches += fast[i] != quantize_value(many[i], p);
+    CHECK(mismatches == 0);
+  }
+  CHECK(quantize_value(0.125f, {.scale = 0.25f, .zero_point = 0}) == 1);    // 0.5 -> 1
+  CHECK(quantize_value(-0.125f, {.scale = 0.25f, .zero_point = 0}) == -1);  // -0.5 -> -1
 }
 
 // ---- the runtime --------------------------------------------------------------
