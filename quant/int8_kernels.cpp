@@ -32,6 +32,8 @@ constexpr int32_t kInt32Min = std::numeric_limits<int32_t>::min();
 
 int32_t clamp_code(int32_t v, int32_t lo, int32_t hi) { return std::min(std::max(v, lo), hi); }
 
+bool avx512_allowed = true;  // set_avx512_for_testing
+
 }  // namespace
 
 int32_t rescale_float32(int32_t x, float scale, int32_t zero_point, int32_t lo, int32_t hi) {
@@ -40,6 +42,8 @@ int32_t rescale_float32(int32_t x, float scale, int32_t zero_point, int32_t lo, 
                            static_cast<float>(hi - zero_point));
   return static_cast<int32_t>(std::nearbyint(f)) + zero_point;  // the default rounding: to nearest, ties to even
 }
+
+void set_avx512_for_testing(bool allowed) { avx512_allowed = allowed; }
 
 const char* rescaling_name(Rescaling r) { return r == Rescaling::float32 ? "float32" : "fixed_point"; }
 
@@ -463,6 +467,46 @@ void crop_input(const ConvParams& p, int h_in, int w_in, const int8_t* x, int8_t
 
 }  // namespace
 
+// ---- float32 rescaling of a whole output row, 16 lanes (AVX-512) ----------------
+
+bool use_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  return has && avx512_allowed;
+}
+
+// requantize_channels' float32 branch for every pixel of one output row:
+// pixel ox reads offsets + col_of[ox] * count. The same arithmetic on 16
+// lanes; vpmovsdb narrows (the values are clamped already), and a masked
+// tail replaces the scalar one. Runs only where use_avx512().
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 on its own _mm512_undefined_* in the intrinsics
+__attribute__((target("avx512f,avx512bw"))) void requantize_row_float32_avx512(
+    const int32_t* acc, const int32_t* offsets, const int* col_of, int ow, int64_t count, const float* scale,
+    const OutputClamp& o, int8_t* y) {
+  const __m512i zo = _mm512_set1_epi32(o.zero_point);
+  const __m512 lo = _mm512_set1_ps(static_cast<float>(o.lo - o.zero_point)),
+               hi = _mm512_set1_ps(static_cast<float>(o.hi - o.zero_point));
+  const int64_t full = count / 16 * 16;
+  const auto tail = static_cast<__mmask16>((1u << (count - full)) - 1);
+  for (int ox = 0; ox < ow; ++ox) {
+    const int32_t* a = acc + int64_t{ox} * count;
+    const int32_t* off = offsets + int64_t{col_of[ox]} * count;
+    int8_t* out = y + int64_t{ox} * count;
+    for (int64_t c = 0; c < full; c += 16) {
+      const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(a + c), _mm512_loadu_si512(off + c));
+      const __m512 f = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(scale + c)), lo), hi);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm512_cvtsepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(f), zo)));
+    }
+    if (tail) {
+      const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(tail, a + full), _mm512_maskz_loadu_epi32(tail, off + full));
+      const __m512 f = _mm512_min_ps(
+          _mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(tail, scale + full)), lo), hi);
+      _mm512_mask_cvtsepi32_storeu_epi8(out + full, tail, _mm512_add_epi32(_mm512_cvtps_epi32(f), zo));
+    }
+  }
+}
+#pragma GCC diagnostic pop
+
 // ---- Conv2dKernel ----------------------------------------------------------------
 //
 // run(): oneDNN (or the direct loop) convolves x with zero padding into
@@ -641,6 +685,12 @@ void Conv2dKernel::run(const int8_t* x, int8_t* y, void* scratch) {
     for (int oy = 0; oy < p.oh; ++oy) {
       const int64_t row = (int64_t{n} * p.oh + oy) * p.ow * co_n;
       const int32_t* row_offsets = im.offsets.data() + im.rows.of[oy] * col_cases * co_n;
+      if (!im.rescale.scale.empty() && use_avx512()) {
+        requantize_row_float32_avx512(acc + row, row_offsets, im.cols.of.data(), p.ow, co_n, im.rescale.scale.data(),
+                                      im.clamp, y + row);
+        if (im.scan && any_beyond_f32_exact(acc + row, p.ow * co_n)) im.recompute_row(p, x, acc, n, oy, y);
+        continue;
+      }
       for (int ox = 0; ox < p.ow; ++ox) {
         const int32_t* offset = row_offsets + im.cols.of[ox] * co_n;
         const int32_t* a = acc + row + ox * co_n;

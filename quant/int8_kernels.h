@@ -51,6 +51,11 @@ float float32_scale(float input_scale, float weight_scale, float output_scale);
 // in float before rounding as MLAS does.
 int32_t rescale_float32(int32_t x, float scale, int32_t zero_point, int32_t lo, int32_t hi);
 
+// Kernels with an AVX-512 form (the float32 rescaling of convolutions) use
+// it where the CPU has AVX-512; false makes them take their AVX2 form, so
+// tests can check both on one machine.
+void set_avx512_for_testing(bool allowed);
+
 // ---- convolution (regular and depthwise) -----------------------------------
 
 struct ConvParams {

@@ -290,8 +290,14 @@ TEST_CASE("int8 kernels: Conv2dKernel with float32 rescaling matches ref::conv2d
       std::vector<int8_t> y(output_size(p)), y_ref(output_size(p)), y_fixed(output_size(p));
       ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data(), f.data());
       Conv2dKernel kernel(p, d.weights.data(), d.bias.data(), d.multipliers, f);
-      kernel.run(d.x.data(), y.data());
-      CHECK(y == y_ref);
+      // The AVX-512 form where the CPU has it, and the AVX2 form.
+      for (bool avx512 : {true, false}) {
+        set_avx512_for_testing(avx512);
+        std::fill(y.begin(), y.end(), int8_t{0});
+        kernel.run(d.x.data(), y.data());
+        CHECK_MESSAGE(y == y_ref, (avx512 ? "AVX-512 (where the CPU has it)" : "AVX2"));
+      }
+      set_avx512_for_testing(true);
       // The same scales in fixed point: at most a step apart (rounding ties
       // and the scale's precision), nearly always equal.
       ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_fixed.data());
