@@ -70,6 +70,8 @@ def main():
     p.add_argument("--candidate", required=True)
     p.add_argument("--name", default="")
     p.add_argument("--float", action="store_true", help="float outputs: relative differences, not steps")
+    p.add_argument("--count", type=int, default=0,
+                   help="compare the first N images only (the candidate ran on those; 0: all)")
     p.add_argument("--require", type=float, default=None,
                    help="also print 'agree' (exit 0) or 'DISAGREE' (exit 1): at least this share within one step")
     p.add_argument("--require-exact", type=float, default=None,
@@ -80,12 +82,17 @@ def main():
     shape = ref_meta["shape"]
     ref = np.fromfile(a.reference, dtype=np.float32)
     cand = np.fromfile(a.candidate, dtype=np.float32)
+    if a.count > 0 and a.count < shape[0]:
+        ref = ref[: a.count * int(np.prod(shape[1:]))]
+        shape = [a.count] + list(shape[1:])
     if ref.size != np.prod(shape) or cand.size != ref.size:
         sys.exit(f"compare_outputs: {a.candidate} has {cand.size} values, {a.reference} {ref.size}, "
                  f"expected {int(np.prod(shape))} for shape {shape}")
     ref = ref.reshape(shape)
     cand = cand.reshape(shape)
     labels = np.fromfile(a.sample + "/labels.i32", dtype=np.int32)
+    per_label = int(np.prod([meta["shape"][0], meta["shape"][1]])) if meta["task"] == "segmentation" else 1
+    labels = labels[: shape[0] * per_label]
     labels = labels.reshape([shape[0]] + ([meta["shape"][0], meta["shape"][1]] if meta["task"] == "segmentation" else []))
     name = "top1" if meta["task"] == "classification" else "miou"
     if a.float:

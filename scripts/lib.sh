@@ -11,7 +11,9 @@ BONSAI_PACKAGES=(g++ pkg-config cmake meson ninja-build libdnnl-dev libopenblas-
                  libjpeg-dev nlohmann-json3-dev doctest-dev zlib1g-dev dataset-fashion-mnist
                  libflatbuffers-dev libopenmpi-dev openmpi-bin)
 # The PyTorch peer, used by tests that compare whole models with torchvision.
-BONSAI_TEST_PACKAGES=(python3-torch python3-torchvision python3-numpy python3-onnx)
+# Arm NN (python3-pyarmnn + its CpuRef backend) is a third TFLite runtime.
+BONSAI_TEST_PACKAGES=(python3-torch python3-torchvision python3-numpy python3-onnx python3-pyarmnn
+                      libarmnn-cpuref-backend22)
 
 bonsai_install_deps() {
   local missing=()
