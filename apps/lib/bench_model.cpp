@@ -1,11 +1,13 @@
 #include "apps/lib/bench_model.h"
 
+#include <stdlib.h>
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <random>
@@ -16,6 +18,7 @@
 #include "apps/lib/args.h"
 #include "core/autograd.h"
 #include "core/check.h"
+#include "core/io/atomic_file.h"
 #include "core/op_profile.h"
 #include "core/ops.h"
 #include "core/runtime.h"
@@ -247,6 +250,68 @@ std::string bench_model(const ModelBenchSpec& s, std::string* profile_out) {
 
 namespace {
 
+// The node runner next to the sources: tests/node/run_onnx.js under the
+// working directory, else two levels above the executable (build/apps/bonsai).
+std::string find_run_onnx() {
+  namespace fs = std::filesystem;
+  const fs::path here = fs::path("tests") / "node" / "run_onnx.js";
+  if (fs::exists(here)) return here.string();
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  const fs::path beside = exe.parent_path().parent_path().parent_path() / "tests" / "node" / "run_onnx.js";
+  BONSAI_CHECK(!ec && fs::exists(beside), "bonsai bench infer --onnx: tests/node/run_onnx.js not found in " +
+                                              fs::current_path().string() + " nor at " + beside.string() +
+                                              " (run from the source tree, with its node_modules installed)");
+  return beside.string();
+}
+
+// Batch-1 latency of an exported ONNX model in ONNX Runtime (onnxruntime-node
+// via tests/node/run_onnx.js --bench) on one random image of the model's
+// input size: the same kind of JSON line as bench_model's, peer "onnxruntime".
+std::string bench_onnxruntime(const ModelBenchSpec& s, const std::string& onnx) {
+  namespace fs = std::filesystem;
+  BONSAI_CHECK(fs::exists(onnx), "bonsai bench infer --onnx: no file " + onnx);
+  const std::string script = find_run_onnx();
+  char tmpl[] = "/tmp/bonsai_bench_onnx_XXXXXX";
+  BONSAI_CHECK(::mkdtemp(tmpl) != nullptr, "bonsai bench infer --onnx: cannot make a temporary directory");
+  const std::string dir = tmpl;
+  std::vector<float> image(static_cast<size_t>(s.res) * s.res * 3);
+  std::mt19937 rng(0);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  for (float& v : image) v = u(rng);
+  io::write_file_atomically(dir + "/images.f32", reinterpret_cast<const char*>(image.data()), image.size() * sizeof(float));
+  const std::string meta = nlohmann::json({{"count", 1}, {"shape", {s.res, s.res, 3}}, {"task", "classification"}}).dump();
+  io::write_file_atomically(dir + "/meta.json", meta.data(), meta.size());
+  const std::string cmd = "node " + script + " --model '" + onnx + "' --images " + dir + " --bench " +
+                          std::to_string(s.steps) + " --threads " + std::to_string(std::max(1, s.threads)) + " 2>&1";
+  std::string out;
+  if (FILE* f = ::popen(cmd.c_str(), "r")) {
+    char buf[4096];
+    while (std::fgets(buf, sizeof buf, f)) out += buf;
+    const int rc = ::pclose(f);
+    fs::remove_all(dir);
+    BONSAI_CHECK(rc == 0, "bonsai bench infer --onnx: the ONNX Runtime runner failed (" + cmd + "): " + out);
+  } else {
+    fs::remove_all(dir);
+    BONSAI_CHECK(false, "bonsai bench infer --onnx: cannot start " + cmd);
+  }
+  const auto brace = out.rfind('{');
+  BONSAI_CHECK(brace != std::string::npos, "bonsai bench infer --onnx: no result from " + cmd + ": " + out);
+  const nlohmann::json r = nlohmann::json::parse(out.substr(brace), nullptr, false);
+  BONSAI_CHECK(!r.is_discarded() && r.contains("median_ms"), "bonsai bench infer --onnx: unreadable result: " + out);
+  nlohmann::ordered_json j;
+  j["peer"] = "onnxruntime";
+  j["model"] = s.model;
+  j["mode"] = "infer";
+  j["onnx"] = onnx;
+  j["batch"] = 1;
+  j["res"] = s.res;
+  j["threads"] = std::max(1, s.threads);
+  j["median_ms"] = r["median_ms"];
+  j["images_per_s"] = round_to(1000.0 / r["median_ms"].get<double>(), 2);
+  return j.dump();
+}
+
 // batch 0: the mode takes no --batch flag.
 int run_command(int argc, char** argv, const char* mode, int batch, int threads, int steps, int warmup) {
   std::map<std::string, std::string> flags = {
@@ -258,6 +323,7 @@ int run_command(int argc, char** argv, const char* mode, int batch, int threads,
     flags["save-int8"] = "";
     flags["engine"] = "graph";
     flags["rescaling"] = "fixed_point";
+    flags["onnx"] = "";
   }
   if (batch > 0) flags["batch"] = std::to_string(batch);  // infer is batch 1 by definition
   Args a(argc, argv, 3, flags);
@@ -280,6 +346,10 @@ int run_command(int argc, char** argv, const char* mode, int batch, int threads,
     quant::int8::rescaling_from_name(s.rescaling);  // refused early when unknown
     BONSAI_CHECK(s.save_int8.empty() || s.int8 == "true", "bonsai bench infer: --save-int8 needs --int8 true");
     BONSAI_CHECK(!s.profile || !s.int8.empty(), "bonsai bench infer: --profile needs --int8");
+  }
+  if (batch == 0 && !a.get("onnx").empty()) {
+    std::printf("%s\n", bench_onnxruntime(s, a.get("onnx")).c_str());
+    return 0;
   }
   // The JSON line first (scripts read it), then the profile as more lines.
   std::string profile;

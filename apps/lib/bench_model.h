@@ -64,14 +64,16 @@ inline constexpr const char* kBenchTrainUsage =
 inline constexpr const char* kBenchInferUsage =
     "  bonsai bench infer --model M [--res 224 --threads 1 --steps 20 --warmup 3 --classes 1000]\n"
     "                     [--int8 true|MODEL.safetensors [--profile]] [--save-int8 M.safetensors]\n"
-    "                     [--engine graph|eager] [--rescaling fixed_point|float32]\n"
+    "                     [--engine graph|eager] [--rescaling fixed_point|float32] [--onnx M.onnx]\n"
     "      Median batch-1 eval-mode forward latency, FP32 or the integer-only int8 model\n"
     "      (true: M quantized and converted here); one JSON line (median_ms, images_per_s);\n"
     "      FP32 runs the fused float graph (infer/float_runtime.h), or with --engine eager\n"
     "      the module tree's forward.\n"
     "      --profile adds lines after it: int8 time per op type. --save-int8 keeps the\n"
     "      model --int8 true made, so other runtimes can time the same one (bonsai export).\n"
-    "      --rescaling: the int8 runtime's arithmetic (quant/int8_kernels.h).\n";
+    "      --rescaling: the int8 runtime's arithmetic (quant/int8_kernels.h).\n"
+    "      --onnx M.onnx: time that exported model in ONNX Runtime instead (onnxruntime-node\n"
+    "      through tests/node/run_onnx.js, one random image of --res), as the same JSON line.\n";
 
 // `bonsai bench train ...` / `bonsai bench infer ...`: parse argv[3..] and
 // print bench_model's line.
