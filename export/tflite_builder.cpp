@@ -151,7 +151,7 @@ std::vector<uint8_t> GraphBuilder::finish(int input, int output, const std::stri
     const fb::uoffset_t start = b.StartTable();
     // deprecated_builtin_code (a byte) holds codes up to 127; larger codes
     // live in builtin_code alone, with the byte set to 127, the value the
-    // schema reserves for them (PLACEHOLDER_FOR_GREATER_OP_CODES).
+    // schema reserves for exactly that (kPlaceholderForGreaterOpCodes).
     b.AddElement<int8_t>(s::vtable_offset(s::operator_code::deprecated_builtin_code),
                          static_cast<int8_t>(std::min<int32_t>(code, s::kPlaceholderForGreaterOpCodes)), 0);
     b.AddElement<int32_t>(s::vtable_offset(s::operator_code::version), version, 1);

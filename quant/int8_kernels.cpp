@@ -688,17 +688,16 @@ void Conv2dKernel::run(const int8_t* x, int8_t* y, void* scratch) {
       if (!im.rescale.scale.empty() && use_avx512()) {
         requantize_row_float32_avx512(acc + row, row_offsets, im.cols.of.data(), p.ow, co_n, im.rescale.scale.data(),
                                       im.clamp, y + row);
-        if (im.scan && any_beyond_f32_exact(acc + row, p.ow * co_n)) im.recompute_row(p, x, acc, n, oy, y);
-        continue;
-      }
-      for (int ox = 0; ox < p.ow; ++ox) {
-        const int32_t* offset = row_offsets + im.cols.of[ox] * co_n;
-        const int32_t* a = acc + row + ox * co_n;
-        int8_t* out = y + row + ox * co_n;
-        if (im.rescale.any_left_shift)
-          requantize_channels<true>(a, offset, im.rescale, im.clamp, co_n, out);
-        else
-          requantize_channels<false>(a, offset, im.rescale, im.clamp, co_n, out);
+      } else {
+        for (int ox = 0; ox < p.ow; ++ox) {
+          const int32_t* offset = row_offsets + im.cols.of[ox] * co_n;
+          const int32_t* a = acc + row + ox * co_n;
+          int8_t* out = y + row + ox * co_n;
+          if (im.rescale.any_left_shift)
+            requantize_channels<true>(a, offset, im.rescale, im.clamp, co_n, out);
+          else
+            requantize_channels<false>(a, offset, im.rescale, im.clamp, co_n, out);
+        }
       }
       if (im.scan && any_beyond_f32_exact(acc + row, p.ow * co_n)) im.recompute_row(p, x, acc, n, oy, y);
     }
@@ -778,9 +777,11 @@ AddFloat32Params make_add_float32_params(const AffineQuant& in1, const AffineQua
   AddFloat32Params p;
   p.ratio_a = in1.scale / out.scale;
   p.ratio_b = in2.scale / out.scale;
-  const float part_a = p.ratio_a * static_cast<float>(in1.zero_point);
-  const float part_b = p.ratio_b * static_cast<float>(in2.zero_point);
-  const float parts = part_a + part_b;
+  // ORT's zo - (ratio_a * za + ratio_b * zb), written as GCC compiles it at
+  // x86-64-v3 (one product fused into the sum; the form whose outputs
+  // matched ONNX Runtime's), explicitly so no compiler setting changes it.
+  const float parts = std::fma(p.ratio_a, static_cast<float>(in1.zero_point),
+                               p.ratio_b * static_cast<float>(in2.zero_point));
   p.fixed = static_cast<float>(out.zero_point) - parts;
   p.act_min = act_min;
   p.act_max = act_max;
@@ -917,7 +918,7 @@ PairTable PairTable::add(const AddParams& p) {
 }
 
 PairTable PairTable::add(const AddFloat32Params& p) {
-  PairTable t;
+  PairTable t(0);  // computed directly: no table
   t.float32_ = true;
   t.add_float32_ = p;
   return t;

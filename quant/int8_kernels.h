@@ -147,7 +147,7 @@ void add(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_
 
 // ADD with Rescaling::float32, as ONNX Runtime's QLinearAdd (MLAS, AVX2):
 //   ratio_a = s_a / s_out, ratio_b = s_b / s_out   (float32)
-//   fixed = zo - (ratio_a * za + ratio_b * zb)     (float32, each step rounded)
+//   fixed = zo - fma(ratio_a, za, ratio_b * zb)    (float32)
 //   y = clamp(round_half_even(fma(a, ratio_a, fma(b, ratio_b, fixed))), act_min, act_max)
 struct AddFloat32Params {
   float ratio_a = 1, ratio_b = 1, fixed = 0;
@@ -209,7 +209,7 @@ class PairTable {
   }
 
  private:
-  PairTable() : table_(kSize + 3) {}  // 3 bytes of slack: the gathers read 4 bytes at a time
+  explicit PairTable(size_t entries = kSize + 3) : table_(entries) {}  // 3 bytes of slack: the gathers read 4 at a time
   std::vector<int8_t> table_;         // [(a + 128) * 256 + (b + 128)]
   Screen screen_;
   bool float32_ = false;  // ADD with Rescaling::float32: add_float32 with add_float32_, no table
