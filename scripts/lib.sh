@@ -9,7 +9,8 @@ BONSAI_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # under mpirun and scripts/test checks that (docs/distributed.md).
 BONSAI_PACKAGES=(g++ pkg-config cmake meson ninja-build libdnnl-dev libopenblas-dev libstb-dev
                  libjpeg-dev nlohmann-json3-dev doctest-dev zlib1g-dev dataset-fashion-mnist
-                 libflatbuffers-dev libopenmpi-dev openmpi-bin)
+                 libflatbuffers-dev libopenmpi-dev openmpi-bin
+                 ocl-icd-opencl-dev)  # dnnl-config.cmake requires OpenCL (a Recommends of libdnnl-dev)
 # The PyTorch peer, used by tests that compare whole models with torchvision.
 # Arm NN (python3-pyarmnn + its CpuRef backend) is a third TFLite runtime.
 BONSAI_TEST_PACKAGES=(python3-torch python3-torchvision python3-numpy python3-onnx python3-pyarmnn

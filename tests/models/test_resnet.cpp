@@ -75,19 +75,28 @@ double rel_l2(const Tensor& a, const Tensor& b) {
 // maps of a 33x33 input. ResNet18 (138k ReLU outputs, smaller float error)
 // has no flip at this input, so it is held to 1e-3 everywhere.
 // torchvision's own float32 ResNet50 gradients differ from its float64 ones
-// by 0.7-4% (relative L2) at every input size (33-97), batch (1-16) and seed
+// by 0.7-4% (relative L2) at every input size (33-224), batch (1-16) and seed
 // tried (2-4 mask flips at 33x33; the peer's initialisation), so no float32
-// implementation can match its float32 gradients to 1e-3 (bonsai's differ
-// from them by 2-3.5%, from torch's float64 ones by 3.5%). For ResNet50 the
-// head (above every ReLU) is still held to 1e-3 and the backbone to 1e-1,
-// about twice that reference noise: enough to catch a gradient that is
-// structurally wrong (a missing path, a transposed kernel, a misplaced
-// stride); the ops themselves are held to tight bounds by ResNet18 here
-// (3x3, 7x7 and strided 1x1 convs, BN, ReLU, max-pool, add, pooling, dense)
-// and by the op golden tests (1x1 convs among them).
+// implementation can match its float32 gradients to 1e-3: bonsai's differ
+// from them by up to 2.1% here. Measured against the float64 gradients of
+// the same weights and batch, bonsai's error is 1.0-1.33x torch float32's
+// own (median 2.5% vs 2.2%, worst 3.45% vs 3.45%), so for ResNet50 the
+// backbone is held to that: at most twice torch float32's error against
+// float64, plus 1e-3 (`vs_float64`), and to 1e-1 against torch float32,
+// which catches a gradient that is structurally wrong (a missing path, a
+// transposed kernel, a misplaced stride). The head (above every ReLU) is
+// held to 1e-3. The ops themselves are held to tight bounds by ResNet18
+// here (3x3, 7x7 and strided 1x1 convs, BN, ReLU, max-pool, add, pooling,
+// dense) and by the op golden tests (1x1 convs among them).
 struct GradTolerance {
   double head = 1e-3;
   double backbone = 1e-3;
+  // When > 0, the gradients are also compared with the float64 ones
+  // (tests/peer/torchvision_grad64.py, same weights and batch): each
+  // parameter's relative L2 error against them must be at most
+  // `vs_float64` times torch float32's own error there, plus 1e-3 — bonsai
+  // is as accurate as PyTorch's float32, measured against the exact answer.
+  double vs_float64 = 0;
 };
 
 // Imports torchvision weights, builds the bonsai model with the imported
@@ -160,6 +169,27 @@ void check_torchvision_parity(int depth, const GradTolerance& tol_grad) {
     (head ? worst_head : worst_backbone) = std::max(head ? worst_head : worst_backbone, e);
     CHECK_MESSAGE(e <= bound,
                   name << ": gradient of " << p.name << " has relative L2 error " << e << " > " << bound);
+  }
+  if (tol_grad.vs_float64 > 0) {
+    testing::run_torchvision_grad64(name, dir.path);
+    const auto expected64 = io::load_safetensors(dir.file("expected64.safetensors"));
+    std::map<std::string, Tensor> grads64_torch = weights;
+    for (const auto& [k, g] : expected64)
+      if (k.rfind("grad.", 0) == 0) grads64_torch[k.substr(5)] = g;
+    const auto grads64 = models::import_torchvision_resnet(depth, grads64_torch).state;
+    double worst_bonsai = 0, worst_torch = 0;
+    for (const auto& p : params) {
+      const double e_bonsai = rel_l2(p.tensor.grad(), grads64.at(p.name));
+      const double e_torch = rel_l2(grads.at(p.name), grads64.at(p.name));
+      worst_bonsai = std::max(worst_bonsai, e_bonsai);
+      worst_torch = std::max(worst_torch, e_torch);
+      const double bound = tol_grad.vs_float64 * e_torch + 1e-3;
+      CHECK_MESSAGE(e_bonsai <= bound, name << ": gradient of " << p.name << " is " << e_bonsai
+                                            << " from float64 (relative L2), torch float32 " << e_torch
+                                            << ": over " << bound);
+    }
+    MESSAGE(name << " against float64 gradients, worst relative L2: bonsai " << worst_bonsai
+                 << ", torch float32 " << worst_torch);
   }
   MESSAGE(name << " vs torchvision: logits max err " << worst << " (tol " << tol
                << "); gradient rel L2, worst: head " << worst_head << ", backbone " << worst_backbone
@@ -323,7 +353,7 @@ TEST_CASE("resnet: torchvision resnet18 parity (logits and every gradient)") {
 
 TEST_CASE("resnet: torchvision resnet50 parity (logits and every gradient)") {
   // See GradTolerance: the backbone bound is the float32 reference's own noise.
-  check_torchvision_parity(50, {.head = 1e-3, .backbone = 1e-1});
+  check_torchvision_parity(50, {.head = 1e-3, .backbone = 1e-1, .vs_float64 = 2});
 }
 
 TEST_CASE("resnet: torchvision import names what it cannot place") {

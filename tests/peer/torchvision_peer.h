@@ -18,18 +18,10 @@
 
 namespace bonsai::testing {
 
-// Writes weights.safetensors, input.safetensors, expected.safetensors (with
-// --grads: the loss and every parameter's gradient) and peer.log into `dir`.
-inline void run_torchvision_peer(const std::string& model, const std::string& dir, int res, int batch, int classes) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) FAIL("cannot make the torchvision peer's directory " << dir << ": " << ec.message());
-  const std::string log = dir + "/peer.log";
-  const std::string cmd = std::string("/usr/bin/python3 ") + BONSAI_SOURCE_ROOT +
-                          "/tests/peer/torchvision_reference.py --model " + model + " --out " + dir + " --res " +
-                          std::to_string(res) + " --batch " + std::to_string(batch) + " --classes " +
-                          std::to_string(classes) + " --grads > " + log + " 2>&1";
-  const int rc = std::system(cmd.c_str());
+// Runs `cmd` (output to `log`, in `dir`); on failure, FAILs with the command,
+// its exit status, the free space in `dir` and the end of its output.
+inline void run_peer_command(const std::string& cmd, const std::string& dir, const std::string& log) {
+  const int rc = std::system((cmd + " > " + log + " 2>&1").c_str());
   if (rc == 0) return;
   std::ostringstream why;
   why << "the torchvision peer failed (it needs /usr/bin/python3 with Debian's python3-torch and "
@@ -53,6 +45,27 @@ inline void run_torchvision_peer(const std::string& model, const std::string& di
   why << "; the end of its output:";
   for (const auto& line : tail) why << "\n  | " << line;
   FAIL(why.str());
+}
+
+// Writes weights.safetensors, input.safetensors, expected.safetensors (with
+// --grads: the loss and every parameter's gradient) and peer.log into `dir`.
+inline void run_torchvision_peer(const std::string& model, const std::string& dir, int res, int batch, int classes) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) FAIL("cannot make the torchvision peer's directory " << dir << ": " << ec.message());
+  run_peer_command(std::string("/usr/bin/python3 ") + BONSAI_SOURCE_ROOT +
+                       "/tests/peer/torchvision_reference.py --model " + model + " --out " + dir + " --res " +
+                       std::to_string(res) + " --batch " + std::to_string(batch) + " --classes " +
+                       std::to_string(classes) + " --grads",
+                   dir, dir + "/peer.log");
+}
+
+// After run_torchvision_peer into `dir`: writes expected64.safetensors, the
+// same loss and gradients computed in float64 (tests/peer/torchvision_grad64.py).
+inline void run_torchvision_grad64(const std::string& model, const std::string& dir) {
+  run_peer_command(std::string("/usr/bin/python3 ") + BONSAI_SOURCE_ROOT + "/tests/peer/torchvision_grad64.py --model " +
+                       model + " --dir " + dir,
+                   dir, dir + "/grad64.log");
 }
 
 }  // namespace bonsai::testing
