@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -99,6 +100,22 @@ struct GradTolerance {
   double vs_float64 = 0;
 };
 
+// The peer's gradients (`grad.<torch name>` in `expected`) in bonsai layout
+// and names: the importer's own mapping, run on the torch state with every
+// parameter replaced by its gradient (the buffers keep the weights' values:
+// look up parameters only).
+std::map<std::string, Tensor> torch_grads_in_bonsai_layout(int depth, const std::map<std::string, Tensor>& weights,
+                                                           const std::map<std::string, Tensor>& expected) {
+  std::map<std::string, Tensor> torch_grads = weights;
+  for (const auto& [k, g] : expected)
+    if (k.rfind("grad.", 0) == 0) {
+      const std::string param = k.substr(5);
+      REQUIRE_MESSAGE(torch_grads.count(param), "gradient of unknown torch parameter " << param);
+      torch_grads[param] = g;
+    }
+  return models::import_torchvision_resnet(depth, torch_grads).state;
+}
+
 // Imports torchvision weights, builds the bonsai model with the imported
 // options, and checks eval logits, the train-mode loss and the gradient of
 // every parameter against the peer's.
@@ -143,20 +160,11 @@ void check_torchvision_parity(int depth, const GradTolerance& tol_grad) {
   const float want_loss = expected.at("loss").data<float>()[0];
   CHECK(loss.item() == doctest::Approx(want_loss).epsilon(1e-4));
 
-  // The torch gradients in bonsai layout: the importer's own mapping, run on
-  // the state with every parameter replaced by its gradient.
-  std::map<std::string, Tensor> torch_grads = weights;
-  int n_grads = 0;
-  for (const auto& [k, g] : expected)
-    if (k.rfind("grad.", 0) == 0) {
-      const std::string param = k.substr(5);
-      REQUIRE_MESSAGE(torch_grads.count(param), "gradient of unknown torch parameter " << param);
-      torch_grads[param] = g;
-      ++n_grads;
-    }
-  const auto grads = models::import_torchvision_resnet(depth, torch_grads).state;
+  const auto grads = torch_grads_in_bonsai_layout(depth, weights, expected);
   const auto params = model->named_parameters();
-  CHECK(static_cast<int>(params.size()) == n_grads);
+  const auto n_grads = std::count_if(expected.begin(), expected.end(),
+                                     [](const auto& e) { return e.first.rfind("grad.", 0) == 0; });
+  CHECK(static_cast<std::ptrdiff_t>(params.size()) == n_grads);
   double worst_head = 0, worst_backbone = 0;
   for (const auto& p : params) {
     Tensor g = p.tensor.grad();
@@ -172,11 +180,8 @@ void check_torchvision_parity(int depth, const GradTolerance& tol_grad) {
   }
   if (tol_grad.vs_float64 > 0) {
     testing::run_torchvision_grad64(name, dir.path);
-    const auto expected64 = io::load_safetensors(dir.file("expected64.safetensors"));
-    std::map<std::string, Tensor> grads64_torch = weights;
-    for (const auto& [k, g] : expected64)
-      if (k.rfind("grad.", 0) == 0) grads64_torch[k.substr(5)] = g;
-    const auto grads64 = models::import_torchvision_resnet(depth, grads64_torch).state;
+    const auto grads64 =
+        torch_grads_in_bonsai_layout(depth, weights, io::load_safetensors(dir.file("expected64.safetensors")));
     double worst_bonsai = 0, worst_torch = 0;
     for (const auto& p : params) {
       const double e_bonsai = rel_l2(p.tensor.grad(), grads64.at(p.name));
