@@ -14,6 +14,7 @@ namespace {
 // The nudged grid of each channel, in arrays the loops read.
 struct Grid {
   std::vector<float> nmin, nmax, scale, inv_scale;
+  std::vector<float> zp_steps, top;  // z - qmin and qmax - qmin: the code's steps above qmin
   int64_t channels() const { return static_cast<int64_t>(scale.size()); }
 };
 
@@ -39,14 +40,21 @@ Grid make_grid(const Tensor& x, const Tensor& min, const Tensor& max, int64_t ch
     g.nmax.push_back(a.nudged_max);
     g.scale.push_back(a.scale);
     g.inv_scale.push_back(1.0f / a.scale);
+    g.zp_steps.push_back(static_cast<float>(a.zero_point - a.qmin));
+    g.top.push_back(static_cast<float>(a.qmax - a.qmin));
   }
   return g;
 }
 
-// TF's functor: floor((clamp(x) - nmin) * (1/s) + 0.5) * s + nmin.
-inline float fq(float v, float nmin, float nmax, float scale, float inv_scale) {
+// TF's functor picks the code: k = floor((clamp(x) - nmin) * (1/s) + 0.5)
+// steps above qmin. The value is that code dequantized as TFLite does,
+// (k - (z - qmin)) * s, one rounding, so the zero point is exactly 0; TF's
+// functor returns k * s + nmin, which can land an ulp off the grid point —
+// off zero for the zero point, where a lookup then rounds a tie the other
+// way (hard_sigmoid(0) = 0.5 is 127.5 steps of the gate's [0, 1] grid).
+inline float fq(float v, float nmin, float nmax, float scale, float inv_scale, float zp_steps, float top) {
   const float shifted = std::min(nmax, std::max(nmin, v)) - nmin;
-  return std::floor(shifted * inv_scale + 0.5f) * scale + nmin;
+  return (std::min(std::floor(shifted * inv_scale + 0.5f), top) - zp_steps) * scale;
 }
 
 Tensor fake_quant_impl(const Tensor& x, const Tensor& min, const Tensor& max, const FakeQuantOptions& o,
@@ -58,17 +66,18 @@ Tensor fake_quant_impl(const Tensor& x, const Tensor& min, const Tensor& max, co
   const float* px = x.data<float>();
   float* py = y.data<float>();
   if (!per_channel) {
-    const float nmin = grid.nmin[0], nmax = grid.nmax[0], s = grid.scale[0], inv = grid.inv_scale[0];
+    const float nmin = grid.nmin[0], nmax = grid.nmax[0], s = grid.scale[0], inv = grid.inv_scale[0],
+                zp = grid.zp_steps[0], top = grid.top[0];
 #pragma omp parallel for simd if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) py[i] = fq(px[i], nmin, nmax, s, inv);
+    for (int64_t i = 0; i < n; ++i) py[i] = fq(px[i], nmin, nmax, s, inv, zp, top);
   } else {
     const float *nmin = grid.nmin.data(), *nmax = grid.nmax.data(), *s = grid.scale.data(),
-                *inv = grid.inv_scale.data();
+                *inv = grid.inv_scale.data(), *zp = grid.zp_steps.data(), *top = grid.top.data();
 #pragma omp parallel for if (n > 65536)
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < channels; ++c) {
         const int64_t i = r * channels + c;
-        py[i] = fq(px[i], nmin[c], nmax[c], s[c], inv[c]);
+        py[i] = fq(px[i], nmin[c], nmax[c], s[c], inv[c], zp[c], top[c]);
       }
   }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <tuple>
 #include <unordered_map>
 
 #include "core/autograd.h"
@@ -228,12 +229,7 @@ class Converter {
       s.has_bn = true;
       s.bn_scale.resize(c);
       s.bn_shift.resize(c);
-      for (int64_t i = 0; i < c; ++i) {
-        const double k = bn->gamma.data<float>()[i] /
-                         std::sqrt(static_cast<double>(bn->moving_variance.data<float>()[i]) + bn->options().epsilon);
-        s.bn_scale[i] = k;
-        s.bn_shift[i] = bn->beta.data<float>()[i] - bn->moving_mean.data<float>()[i] * k;
-      }
+      for (int64_t i = 0; i < c; ++i) std::tie(s.bn_scale[i], s.bn_shift[i]) = batch_norm_affine(*bn, i);
       s.layer = &ql;
       return bind(op.output, std::move(s));
     }
@@ -349,12 +345,8 @@ class Converter {
     const int64_t cout = wq.dim(-1), n = wq.numel();
     // The simulation's grid per channel (or per tensor): symmetric around
     // the largest |w|, which the fake-quantized kernel keeps exactly.
-    std::vector<float> absmax(grid_per_channel ? cout : 1, 0.0f);
+    const std::vector<float> absmax = weight_absmax(wq, grid_per_channel);
     const float* pw = wq.data<float>();
-    for (int64_t i = 0; i < n; ++i) {
-      float& a = absmax[grid_per_channel ? i % cout : 0];
-      a = std::max(a, std::abs(pw[i]));
-    }
     const double s_in = values_[s.inputs[0]].quant.scale;
     o.weights = Tensor::empty(wq.shape(), DType::s8);
     o.weight_scales = Tensor::empty({per_channel ? cout : 1});
@@ -371,10 +363,7 @@ class Converter {
       if (per_channel) o.weight_scales.data<float>()[c] = static_cast<float>(scale[c]);
       const double b = (kernel_bias.defined() ? k_bn * kernel_bias.data<float>()[c] : 0.0) +
                        (s.has_bn ? s.bn_shift[c] : 0.0);
-      const double q = std::round(b / (s_in * scale[c]));
-      o.bias.data<int32_t>()[c] = static_cast<int32_t>(
-          std::clamp(q, static_cast<double>(std::numeric_limits<int32_t>::min()),
-                     static_cast<double>(std::numeric_limits<int32_t>::max())));
+      o.bias.data<int32_t>()[c] = folded_bias_code(b, s_in, scale[c]);
     }
     BONSAI_CHECK(per_channel || !s.has_bn, "convert: batch norm cannot fold into dense layer " + name_of(s.layer));
     if (!per_channel) o.weight_scales.data<float>()[0] = static_cast<float>(scale[0]);
@@ -387,7 +376,9 @@ class Converter {
     }
   }
 
-  // table[q + 128] = the simulation's code for f(real(q)).
+  // table[q + 128] = the simulation's code for f(real(q)): real(q) = (q − z)·s
+  // is the float the simulation's quantizer gives code q (quant/fake_quant.h),
+  // so the table is f as the simulation computes it, ties included.
   void table(const Sym& s, Int8Op& o) {
     const AffineQuant& in = values_[s.inputs[0]].quant;
     const AffineQuant& out = values_[o.output].quant;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <unordered_map>
 
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -28,13 +29,8 @@ ParamRole role_of(const Module& layer, const std::string& name) {
 // [-max|w|, max|w|] per last-axis channel (or per tensor): TFMOT's
 // LastValueQuantizer range for symmetric narrow-range weights.
 void symmetric_range(const Tensor& w, bool per_channel, Tensor& min, Tensor& max) {
-  const int64_t channels = per_channel ? w.dim(-1) : 1, n = w.numel();
-  std::vector<float> absmax(channels, 0.0f);
-  const float* p = w.data<float>();
-  for (int64_t i = 0; i < n; ++i) {
-    float& a = absmax[per_channel ? i % channels : 0];
-    a = std::max(a, std::abs(p[i]));
-  }
+  const std::vector<float> absmax = weight_absmax(w, per_channel);
+  const int64_t channels = static_cast<int64_t>(absmax.size());
   min = Tensor::empty({channels});
   max = Tensor::empty({channels});
   for (int64_t c = 0; c < channels; ++c) {
@@ -94,6 +90,54 @@ std::optional<std::pair<float, float>> fixed_output_range(const Module& m) {
   return std::nullopt;
 }
 
+// ---- the integer bias (quant/quantize.h) --------------------------------------
+
+// The grids of the quantized tensors of eval-mode forwards on this thread, by
+// storage, so a conv/dense can find the scale of its input. Entries hold the
+// storage weakly: a freed tensor's entry expires, and a new tensor at the same
+// address cannot inherit it.
+struct KnownGrid {
+  std::weak_ptr<Storage> storage;
+  AffineQuant grid;
+};
+thread_local std::unordered_map<const Storage*, KnownGrid> known_grids;
+
+void remember_grid(const Tensor& t, const AffineQuant& grid) {
+  const std::shared_ptr<Storage>& storage = t.impl_ptr()->storage;
+  if (known_grids.size() >= 4096)
+    std::erase_if(known_grids, [](const auto& kv) { return kv.second.storage.expired(); });
+  known_grids[storage.get()] = {storage, grid};
+}
+
+std::optional<AffineQuant> grid_of(const Tensor& t) {
+  const std::shared_ptr<Storage>& storage = t.impl_ptr()->storage;
+  auto it = known_grids.find(storage.get());
+  if (it == known_grids.end() || it->second.storage.lock() != storage) return std::nullopt;
+  return it->second.grid;
+}
+
+// What the integer graph's int32 bias adds on top of the simulation's float
+// bias, per output channel, in the units of the layer's output (before the
+// BN that follows, if any: the correction is divided by the BN's γ/σ).
+// `kernel`: the fake-quantized kernel, channels last; `bias`: the layer's own
+// (may be undefined); `pre_scale`: the folded mode's σ/γ (may be undefined).
+Tensor integer_bias_correction(const Tensor& kernel, bool per_channel_grid, int num_bits, const Tensor& bias,
+                               const BatchNorm2d* bn, const Tensor& pre_scale, double s_in) {
+  const int64_t cout = kernel.dim(-1);
+  const std::vector<float> absmax = weight_absmax(kernel, per_channel_grid);
+  Tensor out = Tensor::empty({cout});
+  for (int64_t c = 0; c < cout; ++c) {
+    const double s_w = weight_quant(absmax[per_channel_grid ? c : 0], num_bits).scale;
+    auto [k_bn, shift] = bn ? batch_norm_affine(*bn, c) : std::pair<double, double>{1.0, 0.0};
+    const double k = k_bn * (pre_scale.defined() ? pre_scale.data<float>()[c] : 1.0);
+    const double scale = k == 0 ? s_w : s_w * std::abs(k);
+    const double b = (bias.defined() ? k_bn * bias.data<float>()[c] : 0.0) + shift;
+    const double delta = s_in * scale * folded_bias_code(b, s_in, scale) - b;
+    out.data<float>()[c] = k_bn == 0 ? 0.0f : static_cast<float>(delta / k_bn);
+  }
+  return out;
+}
+
 }  // namespace
 
 // ---- ActivationQuantizer ----------------------------------------------------
@@ -119,6 +163,7 @@ Tensor ActivationQuantizer::forward(const Tensor& x) {
   }
   if (is_training()) observer_.observe(x);
   Tensor y = fake_quant(x, observer_.min(), observer_.max(), {.num_bits = num_bits_});
+  if (!is_training()) remember_grid(y, grid());
   record_traced(this, x, y);
   return y;
 }
@@ -135,8 +180,8 @@ std::shared_ptr<ActivationQuantizer> make_act_quant(const QuantLayerOptions& o) 
 }
 }  // namespace
 
-QuantConv2d::QuantConv2d(const Conv2d& conv, const QuantLayerOptions& o, std::shared_ptr<BatchNorm2d> folded_bn)
-    : conv_(conv.options()), opt_(o), folded_bn_(std::move(folded_bn)) {
+QuantConv2d::QuantConv2d(const Conv2d& conv, const QuantLayerOptions& o, std::shared_ptr<BatchNorm2d> next_bn)
+    : conv_(conv.options()), opt_(o), next_bn_(std::move(next_bn)), folded_bn_(o.fold_batch_norm ? next_bn_ : nullptr) {
   BONSAI_CHECK(!folded_bn_ || folded_bn_->gamma.numel() == conv.options().out,
                "QuantConv2d: the folded batch norm has " + std::to_string(folded_bn_ ? folded_bn_->gamma.numel() : 0) +
                    " channels, the conv " + std::to_string(conv.options().out));
@@ -160,8 +205,9 @@ Tensor QuantConv2d::forward(const Tensor& x_in) {
   Tensor x = opt_.quantize_input ? child("input_quant")->forward(x_in) : x_in;
   // Folded: conv(x, q(w·γ/σ))·σ/γ + bias, so the BN that follows sees what
   // the float conv would give it.
+  const Tensor wq = quantized_kernel();
   Tensor y = ops::conv2d(
-      x, quantized_kernel(), folded_bn_ ? Tensor() : bias,
+      x, wq, folded_bn_ ? Tensor() : bias,
       {.stride_h = conv_.stride, .stride_w = conv_.stride, .dilation_h = conv_.dilation,
        .dilation_w = conv_.dilation,
        .pad = window_padding(conv_.padding, x.dim(1), x.dim(2), conv_.kernel, conv_.stride, conv_.dilation),
@@ -170,6 +216,13 @@ Tensor QuantConv2d::forward(const Tensor& x_in) {
   if (folded_bn_) {
     y = ops::mul(y, unfold_scale());
     if (bias.defined()) y = ops::add(y, bias);
+  }
+  if (opt_.simulate_integer_bias && !is_training()) {
+    if (auto in = grid_of(x)) {
+      NoGrad ng;
+      y = ops::add(y, integer_bias_correction(wq, opt_.per_channel, opt_.num_bits_weight, bias,
+                                              next_bn_.get(), unfold_scale(), in->scale));
+    }
   }
   record_traced(this, x, y);
   return opt_.quantize_output ? child("output_quant")->forward(y) : y;
@@ -189,7 +242,15 @@ Tensor QuantDense::quantized_kernel() const {
 
 Tensor QuantDense::forward(const Tensor& x_in) {
   Tensor x = opt_.quantize_input ? child("input_quant")->forward(x_in) : x_in;
-  Tensor y = ops::dense(x, quantized_kernel(), bias);
+  const Tensor wq = quantized_kernel();
+  Tensor y = ops::dense(x, wq, bias);
+  if (opt_.simulate_integer_bias && !is_training()) {
+    if (auto in = grid_of(x)) {
+      NoGrad ng;
+      y = ops::add(y, integer_bias_correction(wq, /*per_channel_grid=*/false, opt_.num_bits_weight,
+                                              bias, nullptr, Tensor(), in->scale));
+    }
+  }
   record_traced(this, x, y);
   return opt_.quantize_output ? child("output_quant")->forward(y) : y;
 }
@@ -205,6 +266,9 @@ QuantLayer::QuantLayer(std::shared_ptr<Module> layer, const QuantLayerOptions& o
 Tensor QuantLayer::forward(const Tensor& x) {
   layer_->train(is_training() && !frozen_);
   Tensor y = layer_->forward(x);
+  // A max-pool keeps its input's grid (it has no quantizer of its own).
+  if (!is_training() && dynamic_cast<const MaxPool2d*>(layer_.get()))
+    if (auto in = grid_of(x)) remember_grid(y, *in);
   record_traced(this, x, y);
   return children().empty() ? y : child("output_quant")->forward(y);
 }
@@ -237,7 +301,8 @@ std::shared_ptr<Module> Quantizer::quantized(const std::shared_ptr<Module>& m, c
   QuantLayerOptions lo{.num_bits_weight = config_.num_bits_weight,
                        .per_channel = config_.per_channel_weights,
                        .num_bits_activation = config_.num_bits_activation,
-                       .activation_range = config_.activation_range};
+                       .activation_range = config_.activation_range,
+                       .simulate_integer_bias = config_.simulate_integer_bias};
   auto take_input = [&] {
     const bool place = config_.quantize_input && !input_placed_;
     input_placed_ = true;
@@ -254,9 +319,8 @@ std::shared_ptr<Module> Quantizer::quantized(const std::shared_ptr<Module>& m, c
   if (auto* conv = dynamic_cast<Conv2d*>(m.get())) {
     lo.quantize_input = take_input();
     lo.quantize_output = !dynamic_cast<const BatchNorm2d*>(next) && !is_relu_like(next);
-    std::shared_ptr<BatchNorm2d> folded;
-    if (config_.fold_batch_norm && next_module_) folded = std::dynamic_pointer_cast<BatchNorm2d>(next_module_);
-    return std::make_shared<QuantConv2d>(*conv, lo, folded);
+    lo.fold_batch_norm = config_.fold_batch_norm;
+    return std::make_shared<QuantConv2d>(*conv, lo, std::dynamic_pointer_cast<BatchNorm2d>(next_module_));
   }
   if (auto* dense = dynamic_cast<Dense*>(m.get())) {
     lo.quantize_input = take_input();
@@ -313,6 +377,12 @@ void quantize(Module& model, const QuantConfig& config) {
                "quantize: the model must be a container (a " + model.type_name() + " has no children to swap)");
   Quantizer q(config);
   q.quantize_children(model);
+}
+
+std::pair<double, double> batch_norm_affine(const BatchNorm2d& bn, int64_t c) {
+  const double k = bn.gamma.data<float>()[c] /
+                   std::sqrt(static_cast<double>(bn.moving_variance.data<float>()[c]) + bn.options().epsilon);
+  return {k, bn.beta.data<float>()[c] - bn.moving_mean.data<float>()[c] * k};
 }
 
 void freeze_batch_norm(Module& model, bool frozen) {

@@ -54,6 +54,20 @@
 //    exactly the deployed folded conv, whose weights are the quantized
 //    folded kernel: per-tensor weights stay per tensor.
 //
+// The integer bias (simulate_integer_bias, on by default): the integer
+// graph holds each conv/dense channel's bias b (with the BN folded in, b =
+// γ/σ·bias + β − μ·γ/σ) as an int32 code at scale s_in·s_w·|γ/σ|, which
+// moves the output by up to half that scale: 1e-4 to 5e-2 of an output
+// step in the zoo, enough to flip about one output in a thousand by a step
+// and to move a few test images in deep nets. In eval mode QuantConv2d
+// and QuantDense add that rounding to their output (divided by γ/σ when a
+// BN follows, so that it lands after the BN), with s_in read from the
+// quantizer that produced their input (through max-pools and views), so
+// the simulation then computes the converted model's bias. In training the
+// BN's batch statistics make the folded bias a moving target and nothing
+// is added. Without a known input grid (a float input) nothing is added
+// either; such a model does not convert.
+//
 // The quantizer state lives in buffers of the quantizer modules, e.g.
 //   features.0.bn.output_quant.min / .max / .step   (BN output, no relu after)
 //   backbone.block3.add.output_quant.min            (a residual sum)
@@ -87,6 +101,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "layers/layers.h"
@@ -106,6 +121,11 @@ struct QuantConfig {
   // BatchNorm folded in training (see "BatchNorm" below) instead of kept
   // and folded at conversion (the Model Garden's way, the default).
   bool fold_batch_norm = false;
+  // In eval mode, each conv/dense adds to its output the rounding of the
+  // int32 bias the integer graph will hold (see "The integer bias" above),
+  // so the simulation computes what the converted model computes. false:
+  // TFMOT's simulation, with the float bias.
+  bool simulate_integer_bias = true;
 };
 
 // Fake-quantizes the tensor it is given, with a moving-average range (or a
@@ -142,15 +162,18 @@ struct QuantLayerOptions {
   bool quantize_output = false;
   int num_bits_activation = 8;
   MovingAverageOptions activation_range;  // of the output quantizer (and the input one)
+  bool simulate_integer_bias = true;      // conv and dense (QuantConfig)
+  bool fold_batch_norm = false;           // conv: fold the following BN in training
 };
 
 // Conv2d with a fake-quantized kernel. Shares the float layer's "kernel" and
 // "bias"; optional children "input_quant" and "output_quant".
 class QuantConv2d : public Module {
  public:
-  // `folded_bn`: the BatchNorm2d that follows, for the folded-in-training
-  // mode (null: kept mode). Its tensors are read, never written here.
-  QuantConv2d(const Conv2d& conv, const QuantLayerOptions& o, std::shared_ptr<BatchNorm2d> folded_bn = nullptr);
+  // `next_bn`: the BatchNorm2d that follows (null if none), folded in
+  // training when o.fold_batch_norm and read for the integer bias. Its
+  // tensors are read, never written here.
+  QuantConv2d(const Conv2d& conv, const QuantLayerOptions& o, std::shared_ptr<BatchNorm2d> next_bn = nullptr);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "QuantConv2d"; }
   int64_t own_macs() const override { return macs_; }
@@ -168,7 +191,7 @@ class QuantConv2d : public Module {
  private:
   Conv2dOptions conv_;
   QuantLayerOptions opt_;
-  std::shared_ptr<BatchNorm2d> folded_bn_;
+  std::shared_ptr<BatchNorm2d> next_bn_, folded_bn_;
   int64_t macs_ = 0;
 };
 
@@ -262,6 +285,11 @@ std::vector<QuantizerInfo> list_quantizers(Module& model);
 // training it then normalises with its moving statistics and stops
 // updating them (PyTorch's freeze_bn, typically a few epochs into QAT).
 void freeze_batch_norm(Module& model, bool frozen);
+
+// A BatchNorm2d in eval mode as y = k·x + shift on channel c: k = γ/σ with
+// σ = sqrt(moving variance + ε) in double, shift = β − μ·k. What
+// conversion folds into the conv before it.
+std::pair<double, double> batch_norm_affine(const BatchNorm2d& bn, int64_t c);
 
 // Full names of all quantizer state (buffers of ActivationQuantizers).
 std::vector<std::string> quantizer_state_names(Module& model);

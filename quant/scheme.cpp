@@ -64,26 +64,26 @@ AffineQuant weight_quant(float absmax, int num_bits) {
   return nudge_range(-absmax, absmax, {.num_bits = num_bits, .narrow_range = true});
 }
 
-std::vector<AffineQuant> weight_quant_per_channel(const Tensor& w, int num_bits) {
-  BONSAI_CHECK(w.dtype() == DType::f32 && w.rank() >= 1,
-               "per-channel weight quantization needs an f32 tensor, got " + w.shape_str());
-  const int64_t channels = w.dim(-1), rows = w.numel() / channels;
+std::vector<float> weight_absmax(const Tensor& w, bool per_channel) {
+  BONSAI_CHECK(w.dtype() == DType::f32 && w.rank() >= 1, "weight quantization needs an f32 tensor, got " + w.shape_str());
+  const int64_t channels = per_channel ? w.dim(-1) : 1, n = w.numel();
   std::vector<float> absmax(channels, 0.0f);
   const float* p = w.data<float>();
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < channels; ++c) absmax[c] = std::max(absmax[c], std::abs(p[r * channels + c]));
+  for (int64_t i = 0; i < n; ++i) {
+    float& a = absmax[per_channel ? i % channels : 0];
+    a = std::max(a, std::abs(p[i]));
+  }
+  return absmax;
+}
+
+std::vector<AffineQuant> weight_quant_per_channel(const Tensor& w, int num_bits) {
   std::vector<AffineQuant> out;
-  out.reserve(channels);
-  for (float a : absmax) out.push_back(weight_quant(a, num_bits));
+  for (float a : weight_absmax(w, /*per_channel=*/true)) out.push_back(weight_quant(a, num_bits));
   return out;
 }
 
 AffineQuant weight_quant_per_tensor(const Tensor& w, int num_bits) {
-  BONSAI_CHECK(w.dtype() == DType::f32, "weight quantization needs an f32 tensor");
-  float absmax = 0.0f;
-  const float* p = w.data<float>();
-  for (int64_t i = 0; i < w.numel(); ++i) absmax = std::max(absmax, std::abs(p[i]));
-  return weight_quant(absmax, num_bits);
+  return weight_quant(weight_absmax(w, /*per_channel=*/false)[0], num_bits);
 }
 
 int32_t quantize_value(float x, const AffineQuant& q) {
@@ -101,6 +101,12 @@ double bias_scale(double input_scale, double weight_scale) { return input_scale 
 
 int32_t quantize_bias(float b, double input_scale, double weight_scale) {
   const double r = std::round(static_cast<double>(b) / bias_scale(input_scale, weight_scale));
+  constexpr double lo = std::numeric_limits<int32_t>::min(), hi = std::numeric_limits<int32_t>::max();
+  return static_cast<int32_t>(std::clamp(r, lo, hi));
+}
+
+int32_t folded_bias_code(double b, double input_scale, double channel_scale) {
+  const double r = std::round(b / (input_scale * channel_scale));
   constexpr double lo = std::numeric_limits<int32_t>::min(), hi = std::numeric_limits<int32_t>::max();
   return static_cast<int32_t>(std::clamp(r, lo, hi));
 }

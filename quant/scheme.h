@@ -89,6 +89,8 @@ AffineQuant weight_quant(float absmax, int num_bits = 8);
 // Per output channel (the last axis: HWIO conv and depthwise kernels, [in,
 // out] dense kernels) and per tensor.
 std::vector<AffineQuant> weight_quant_per_channel(const Tensor& w, int num_bits = 8);
+// max |w| per last-axis channel, or of the whole tensor ([1]).
+std::vector<float> weight_absmax(const Tensor& w, bool per_channel);
 AffineQuant weight_quant_per_tensor(const Tensor& w, int num_bits = 8);
 
 // Real → integer as TFLite's Quantize: round(x / scale) (half away from zero)
@@ -99,6 +101,11 @@ float dequantize_value(int32_t q, const AffineQuant& p);
 // Bias: int32 with scale s_in * s_w and zero point 0 (TFLite).
 double bias_scale(double input_scale, double weight_scale);
 int32_t quantize_bias(float b, double input_scale, double weight_scale);
+// The code of a folded channel's bias b at scale input_scale * channel_scale
+// (channel_scale: s_w·|γ/σ| with the BN folded in), rounded half away from
+// zero and clamped to int32: what quant::convert stores and what the
+// simulation's integer bias adds (quant/quantize.h).
+int32_t folded_bias_code(double b, double input_scale, double channel_scale);
 
 // A real multiplier m as m ≈ multiplier * 2^(shift - 31), multiplier in
 // [2^30, 2^31) (Q31 of a mantissa in [0.5, 1)), or 0 for m == 0 and for

@@ -157,6 +157,7 @@ ExperimentConfig parse_experiment_config(const json& j, const std::string& sourc
       q.get("ema_decay", qc.ema_decay);
       q.get("freeze_step", qc.freeze_step);
       q.get("fold_batch_norm", qc.fold_batch_norm);
+      q.get("simulate_integer_bias", qc.simulate_integer_bias);
       q.get("freeze_bn_step", qc.freeze_bn_step);
       q.finish();
       one_of(q, "range_init", qc.range_init, {"fixed", "first_batch"});
@@ -450,6 +451,7 @@ json to_json(const ExperimentConfig& c) {
                                  {"ema_decay", q.ema_decay},
                                  {"freeze_step", q.freeze_step},
                                  {"fold_batch_norm", q.fold_batch_norm},
+                                 {"simulate_integer_bias", q.simulate_integer_bias},
                                  {"freeze_bn_step", q.freeze_bn_step}};
   }
   if (c.pruning.enabled) {

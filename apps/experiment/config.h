@@ -91,6 +91,7 @@ struct QuantizationConfig {
   double ema_decay = 0.999;          // moving-average decay of activation ranges
   int64_t freeze_step = -1;          // ranges stop moving after this many QAT steps; -1: never
   bool fold_batch_norm = false;      // BN folded in training (quant/quantize.h) instead of at conversion
+  bool simulate_integer_bias = true; // eval-mode simulation adds the int32 bias rounding (quant/quantize.h)
   int64_t freeze_bn_step = -1;       // from this step on BN uses its moving statistics; -1: never
 };
 

@@ -198,7 +198,8 @@ quant::QuantConfig quant_config(const QuantizationConfig& q) {
                                .init = q.range_init == "first_batch" ? quant::RangeInit::first_batch
                                                                      : quant::RangeInit::fixed,
                                .freeze_step = q.freeze_step},
-          .fold_batch_norm = q.fold_batch_norm};
+          .fold_batch_norm = q.fold_batch_norm,
+          .simulate_integer_bias = q.simulate_integer_bias};
 }
 
 // An int8 model evaluated through the same loop as float models.

@@ -9,6 +9,7 @@
 #include "apps/experiment/config.h"
 #include "apps/experiment/runner.h"
 #include "apps/lib/args.h"
+#include "core/autograd.h"
 #include "core/check.h"
 #include "core/runtime.h"
 #include "quant/calibrate.h"
@@ -24,7 +25,9 @@ const char* kQuantUsage = R"(  bonsai convert --config C.json --checkpoint K --o
       ranges on training images (eval preprocessing), convert, save.
   bonsai verify-int8 --config C.json --qat-checkpoint K --int8 M [--batches 1] [--batch 0] [--json]
       Run the QAT simulation and the int8 model on the same validation batches
-      and report, per layer, the largest difference in quantization steps.
+      and report, per layer, the largest difference in quantization steps;
+      then, end to end, on how many images (output pixels, for segmentation) their
+      predictions agree, and where they differ which one is right.
   bonsai eval --config C.json --model_dir D --int8 M
       Top-1 / mIoU of an int8 model on the config's validation data.
 )";
@@ -42,6 +45,33 @@ void convert_and_save(Module& model, const ExperimentConfig& c, const std::strin
   std::printf("wrote %s: %zu int8 ops, %zu values, %.2f MiB of weights, file %.2f MiB\n", path.c_str(),
               m.ops().size(), m.values().size(), m.parameter_bytes() / 1048576.0,
               std::filesystem::file_size(path) / 1048576.0);
+}
+
+// Where the simulation's and the int8 model's predictions (argmax over the
+// last axis, per image or per pixel) agree, and where they do not, which of
+// them matches the label (classification: labels [N]; for segmentation only
+// the agreement is counted).
+struct PredictionAgreement {
+  int64_t positions = 0, equal = 0, simulation_only_right = 0, int8_only_right = 0;
+};
+
+void count_predictions(const Tensor& sim, const Tensor& int8, const Tensor& labels, PredictionAgreement& a) {
+  BONSAI_CHECK(sim.shape() == int8.shape(), "verify-int8: the simulation's output is " + sim.shape_str() +
+                                                ", the int8 model's " + int8.shape_str());
+  const int64_t classes = sim.dim(-1), n = sim.numel() / classes;
+  const bool labelled = labels.rank() == 1 && labels.numel() == n;
+  auto argmax = [classes](const float* p) { return std::max_element(p, p + classes) - p; };
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t s = argmax(sim.data<float>() + i * classes), q = argmax(int8.data<float>() + i * classes);
+    ++a.positions;
+    if (s == q) {
+      ++a.equal;
+    } else if (labelled) {
+      const int64_t y = labels.data<int64_t>()[i];
+      a.simulation_only_right += s == y;
+      a.int8_only_right += q == y;
+    }
+  }
 }
 
 }  // namespace
@@ -104,10 +134,16 @@ int verify_int8_command(int argc, char** argv) {
   ConfigData data = eval_data(c, /*train_split=*/false, a.get_int("batch"));
   data.loader->start_epoch(0);
   std::vector<quant::LayerAgreement> total;
+  PredictionAgreement predictions;
   for (int i = 0; i < a.get_int("batches"); ++i) {
     auto b = data.loader->next();
     if (!b) break;
     auto layers = quant::compare_with_simulation(*model, int8, b->images);
+    {
+      NoGrad ng;
+      model->eval();
+      count_predictions(model->forward(b->images), int8.run(b->images), b->labels, predictions);
+    }
     if (total.empty()) {
       total = layers;
       continue;
@@ -135,7 +171,14 @@ int verify_int8_command(int argc, char** argv) {
       j.push_back({{"name", l.name}, {"op", l.op}, {"elements", l.elements}, {"max_steps", l.max_steps},
                    {"differing", l.differing}, {"end_to_end_max_steps", l.end_to_end_max_steps},
                    {"end_to_end_differing", l.end_to_end_differing}});
-    std::printf("%s\n", nlohmann::json{{"layers", j}, {"max_steps", worst}, {"end_to_end_max_steps", worst_e2e}}
+    const nlohmann::json p{{"positions", predictions.positions},
+                           {"equal", predictions.equal},
+                           {"simulation_only_right", predictions.simulation_only_right},
+                           {"int8_only_right", predictions.int8_only_right}};
+    std::printf("%s\n", nlohmann::json{{"layers", j},
+                                       {"max_steps", worst},
+                                       {"end_to_end_max_steps", worst_e2e},
+                                       {"predictions", p}}
                             .dump()
                             .c_str());
   } else {
@@ -150,6 +193,13 @@ int verify_int8_command(int argc, char** argv) {
               "of %lld values differ; run end to end: largest difference %d\n",
               total.size(), worst, worst == 1 ? "" : "s", 100.0 * differing / std::max<int64_t>(elements, 1),
               static_cast<long long>(elements), worst_e2e);
+  std::printf("predictions (argmax per %s): equal on %lld of %lld", is_segmentation(c) ? "output pixel" : "image",
+              static_cast<long long>(predictions.equal), static_cast<long long>(predictions.positions));
+  if (!is_segmentation(c))
+    std::printf("; where they differ, the simulation alone is right on %lld, the int8 model alone on %lld",
+                static_cast<long long>(predictions.simulation_only_right),
+                static_cast<long long>(predictions.int8_only_right));
+  std::printf("\n");
   return worst <= 1 ? 0 : 1;
 }
 

@@ -48,14 +48,15 @@ TEST_CASE("fake_quant: forward matches TF's formula, the reference, and the int 
         Tensor lo = vec({-2.3f}), hi = vec({6.1f});
         FakeQuantOptions o{.num_bits = bits, .narrow_range = narrow};
         Tensor y = fake_quant(x, lo, hi, o);
-        CHECK(rel_error(y, ref::fake_quant(x, lo, hi, o)) <= 1e-6);
+        // Bit for bit: the fast path dequantizes as TFLite, (q - z) * s.
+        const Tensor want = ref::fake_quant(x, lo, hi, o);
+        for (int64_t i = 0; i < x.numel(); ++i) REQUIRE(y.data<float>()[i] == want.data<float>()[i]);
         AffineQuant a = nudge_range(-2.3f, 6.1f, {.num_bits = bits, .narrow_range = narrow});
         for (int64_t i = 0; i < x.numel(); ++i) {
           const float v = y.data<float>()[i];
           const float steps = (v - a.nudged_min) / a.scale;
           CHECK(std::abs(steps - std::round(steps)) < 1e-3f);
           CHECK(v >= a.nudged_min);
-          // k * s + nmin (TF's formula) may land an ulp or so above nmax.
           CHECK(v <= a.nudged_max * (1.0f + 1e-6f));
           // Sim/deploy: TFLite's Quantize of x dequantizes to the same value.
           CHECK(std::abs(dequantize_value(quantize_value(x.data<float>()[i], a), a) - v) <= 1e-5f * a.scale * 256);
@@ -67,7 +68,7 @@ TEST_CASE("fake_quant: forward matches TF's formula, the reference, and the int 
     Tensor lo = vec({-1.f, -2.f, -0.5f, -3.f, 0.f}), hi = vec({1.f, 2.f, 0.5f, 3.f, 1.f});
     FakeQuantOptions o{.narrow_range = true};
     Tensor y = fake_quant_per_channel(x, lo, hi, o);
-    CHECK(rel_error(y, ref::fake_quant_per_channel(x, lo, hi, o)) <= 1e-6);
+    CHECK(rel_error(y, ref::fake_quant_per_channel(x, lo, hi, o)) == 0.0);
     // Channel c alone, per tensor, gives the same numbers.
     for (int64_t c = 0; c < 5; ++c) {
       Tensor yc = fake_quant(x, vec({lo.data<float>()[c]}), vec({hi.data<float>()[c]}), o);
@@ -228,7 +229,7 @@ TEST_CASE("fake_quant and observer: large inputs (parallel paths) agree with ser
   Tensor r = rnd({n}, 32, -1.f, 1.f);
   Tensor lo = vec({-2.f}).requires_grad_(), hi = vec({3.f}).requires_grad_();
   Tensor y = fake_quant(x, lo, hi);
-  CHECK(testing::rel_error(y, ref::fake_quant(x, lo, hi)) <= 1e-6);
+  CHECK(testing::rel_error(y, ref::fake_quant(x, lo, hi)) == 0.0);
   backward_with(y, r);
   AffineQuant a = nudge_range(-2.f, 3.f);
   double below = 0, above = 0;
