@@ -351,27 +351,23 @@ class Converter {
     o.weights = Tensor::empty(wq.shape(), DType::s8);
     o.weight_scales = Tensor::empty({per_channel ? cout : 1});
     o.bias = Tensor::zeros({cout}, DType::s32);
-    std::vector<double> scale(cout), sign(cout, 1.0);
     std::vector<float> grid_scale(absmax.size());
     for (size_t c = 0; c < absmax.size(); ++c) grid_scale[c] = weight_quant(absmax[c]).scale;
+    std::vector<FoldedChannel> folded(cout);
     for (int64_t c = 0; c < cout; ++c) {
-      const float s_w = grid_scale[grid_per_channel ? c : 0];
-      const double k_bn = s.has_bn ? s.bn_scale[c] : 1.0;
-      const double k = k_bn * (s.pre_scale.empty() ? 1.0 : s.pre_scale[c]);
-      sign[c] = k < 0 ? -1.0 : 1.0;
-      scale[c] = k == 0 ? s_w : s_w * std::abs(k);
-      if (per_channel) o.weight_scales.data<float>()[c] = static_cast<float>(scale[c]);
-      const double b = (kernel_bias.defined() ? k_bn * kernel_bias.data<float>()[c] : 0.0) +
-                       (s.has_bn ? s.bn_shift[c] : 0.0);
-      o.bias.data<int32_t>()[c] = folded_bias_code(b, s_in, scale[c]);
+      folded[c] = fold_channel(grid_scale[grid_per_channel ? c : 0], s.has_bn ? s.bn_scale[c] : 1.0,
+                               s.has_bn ? s.bn_shift[c] : 0.0, s.pre_scale.empty() ? 1.0 : s.pre_scale[c],
+                               kernel_bias.defined() ? kernel_bias.data<float>()[c] : 0.0);
+      if (per_channel) o.weight_scales.data<float>()[c] = static_cast<float>(folded[c].weight_scale);
+      o.bias.data<int32_t>()[c] = quantize_bias(folded[c].bias, s_in, folded[c].weight_scale);
     }
     BONSAI_CHECK(per_channel || !s.has_bn, "convert: batch norm cannot fold into dense layer " + name_of(s.layer));
-    if (!per_channel) o.weight_scales.data<float>()[0] = static_cast<float>(scale[0]);
+    if (!per_channel) o.weight_scales.data<float>()[0] = static_cast<float>(folded[0].weight_scale);
     int8_t* q = o.weights.data<int8_t>();
     for (int64_t i = 0; i < n; ++i) {
       const float s_w = grid_scale[grid_per_channel ? i % cout : 0];
-      const double k = (s.has_bn ? s.bn_scale[i % cout] : 1.0) * (s.pre_scale.empty() ? 1.0 : s.pre_scale[i % cout]);
-      const long code = k == 0 ? 0 : std::lround(pw[i] / s_w) * static_cast<long>(sign[i % cout]);
+      const double k = folded[i % cout].k;
+      const long code = k == 0 ? 0 : std::lround(pw[i] / s_w) * (k < 0 ? -1L : 1L);
       q[i] = static_cast<int8_t>(std::clamp<long>(code, -127, 127));
     }
   }
@@ -966,7 +962,8 @@ Int8Model Int8Model::load(const std::string& path) {
 
 // ---- simulation vs integer ------------------------------------------------------
 
-std::vector<LayerAgreement> compare_with_simulation(Module& qat_model, Int8Model& int8, const Tensor& images) {
+std::vector<LayerAgreement> compare_with_simulation(Module& qat_model, Int8Model& int8, const Tensor& images,
+                                                    OutputCodes* output) {
   const bool was_training = qat_model.is_training();
   qat_model.eval();
   Trace trace;
@@ -1022,6 +1019,7 @@ std::vector<LayerAgreement> compare_with_simulation(Module& qat_model, Int8Model
     }
     out.push_back(a);
   }
+  if (output) *output = {sim_codes[int8.output()], end_to_end[int8.output()]};
   return out;
 }
 

@@ -202,6 +202,12 @@ struct LayerAgreement {
   int32_t end_to_end_max_steps = 0;
   int64_t end_to_end_differing = 0;
 };
-std::vector<LayerAgreement> compare_with_simulation(Module& qat_model, Int8Model& int8, const Tensor& images);
+// The model output's codes ([N, ...], s8) as the simulation and the int8
+// model, run end to end, computed them.
+struct OutputCodes {
+  Tensor simulation, int8;
+};
+std::vector<LayerAgreement> compare_with_simulation(Module& qat_model, Int8Model& int8, const Tensor& images,
+                                                    OutputCodes* output = nullptr);
 
 }  // namespace bonsai::quant

@@ -127,12 +127,11 @@ Tensor integer_bias_correction(const Tensor& kernel, bool per_channel_grid, int 
   const std::vector<float> absmax = weight_absmax(kernel, per_channel_grid);
   Tensor out = Tensor::empty({cout});
   for (int64_t c = 0; c < cout; ++c) {
-    const double s_w = weight_quant(absmax[per_channel_grid ? c : 0], num_bits).scale;
-    auto [k_bn, shift] = bn ? batch_norm_affine(*bn, c) : std::pair<double, double>{1.0, 0.0};
-    const double k = k_bn * (pre_scale.defined() ? pre_scale.data<float>()[c] : 1.0);
-    const double scale = k == 0 ? s_w : s_w * std::abs(k);
-    const double b = (bias.defined() ? k_bn * bias.data<float>()[c] : 0.0) + shift;
-    const double delta = s_in * scale * folded_bias_code(b, s_in, scale) - b;
+    const auto [k_bn, shift] = bn ? batch_norm_affine(*bn, c) : std::pair<double, double>{1.0, 0.0};
+    const FoldedChannel f =
+        fold_channel(weight_quant(absmax[per_channel_grid ? c : 0], num_bits).scale, k_bn, shift,
+                     pre_scale.defined() ? pre_scale.data<float>()[c] : 1.0, bias.defined() ? bias.data<float>()[c] : 0.0);
+    const double delta = s_in * f.weight_scale * quantize_bias(f.bias, s_in, f.weight_scale) - f.bias;
     out.data<float>()[c] = k_bn == 0 ? 0.0f : static_cast<float>(delta / k_bn);
   }
   return out;
@@ -181,9 +180,9 @@ std::shared_ptr<ActivationQuantizer> make_act_quant(const QuantLayerOptions& o) 
 }  // namespace
 
 QuantConv2d::QuantConv2d(const Conv2d& conv, const QuantLayerOptions& o, std::shared_ptr<BatchNorm2d> next_bn)
-    : conv_(conv.options()), opt_(o), next_bn_(std::move(next_bn)), folded_bn_(o.fold_batch_norm ? next_bn_ : nullptr) {
-  BONSAI_CHECK(!folded_bn_ || folded_bn_->gamma.numel() == conv.options().out,
-               "QuantConv2d: the folded batch norm has " + std::to_string(folded_bn_ ? folded_bn_->gamma.numel() : 0) +
+    : conv_(conv.options()), opt_(o), next_bn_(std::move(next_bn)) {
+  BONSAI_CHECK(!folded_bn() || folded_bn()->gamma.numel() == conv.options().out,
+               "QuantConv2d: the folded batch norm has " + std::to_string(folded_bn() ? folded_bn()->gamma.numel() : 0) +
                    " channels, the conv " + std::to_string(conv.options().out));
   check_num_bits(o.num_bits_weight);
   kernel = add_parameter("kernel", conv.kernel, role_of(conv, "kernel"));
@@ -193,11 +192,11 @@ QuantConv2d::QuantConv2d(const Conv2d& conv, const QuantLayerOptions& o, std::sh
 }
 
 Tensor QuantConv2d::quantized_kernel() const {
-  const Tensor w = folded_bn_ ? ops::mul(kernel, bn_fold_factor(*folded_bn_, false)) : kernel;
+  const Tensor w = folded_bn() ? ops::mul(kernel, bn_fold_factor(*folded_bn(), false)) : kernel;
   return fake_quant_weight(w, opt_.per_channel, opt_.num_bits_weight);
 }
 
-Tensor QuantConv2d::unfold_scale() const { return folded_bn_ ? bn_fold_factor(*folded_bn_, true) : Tensor(); }
+Tensor QuantConv2d::unfold_scale() const { return folded_bn() ? bn_fold_factor(*folded_bn(), true) : Tensor(); }
 
 Tensor QuantConv2d::forward(const Tensor& x_in) {
   BONSAI_CHECK(x_in.rank() == 4 && x_in.dim(3) == conv_.in,
@@ -207,13 +206,13 @@ Tensor QuantConv2d::forward(const Tensor& x_in) {
   // the float conv would give it.
   const Tensor wq = quantized_kernel();
   Tensor y = ops::conv2d(
-      x, wq, folded_bn_ ? Tensor() : bias,
+      x, wq, folded_bn() ? Tensor() : bias,
       {.stride_h = conv_.stride, .stride_w = conv_.stride, .dilation_h = conv_.dilation,
        .dilation_w = conv_.dilation,
        .pad = window_padding(conv_.padding, x.dim(1), x.dim(2), conv_.kernel, conv_.stride, conv_.dilation),
        .groups = conv_.groups});
   macs_ = y.dim(1) * y.dim(2) * kernel.numel();
-  if (folded_bn_) {
+  if (folded_bn()) {
     y = ops::mul(y, unfold_scale());
     if (bias.defined()) y = ops::add(y, bias);
   }

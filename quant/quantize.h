@@ -185,13 +185,15 @@ class QuantConv2d : public Module {
   // Folded mode: the factor [C] the conv output is multiplied by before the
   // BN (σ/γ, undoing the fold); undefined in kept mode.
   Tensor unfold_scale() const;
-  bool folds_batch_norm() const { return folded_bn_ != nullptr; }
+  bool folds_batch_norm() const { return folded_bn() != nullptr; }
   Tensor kernel, bias;
 
  private:
   Conv2dOptions conv_;
   QuantLayerOptions opt_;
-  std::shared_ptr<BatchNorm2d> next_bn_, folded_bn_;
+  // The BN folded in training: the next one, in that mode.
+  const BatchNorm2d* folded_bn() const { return opt_.fold_batch_norm ? next_bn_.get() : nullptr; }
+  std::shared_ptr<BatchNorm2d> next_bn_;
   int64_t macs_ = 0;
 };
 

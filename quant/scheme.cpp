@@ -99,16 +99,15 @@ float dequantize_value(int32_t q, const AffineQuant& p) {
 
 double bias_scale(double input_scale, double weight_scale) { return input_scale * weight_scale; }
 
-int32_t quantize_bias(float b, double input_scale, double weight_scale) {
-  const double r = std::round(static_cast<double>(b) / bias_scale(input_scale, weight_scale));
+int32_t quantize_bias(double b, double input_scale, double weight_scale) {
+  const double r = std::round(b / bias_scale(input_scale, weight_scale));
   constexpr double lo = std::numeric_limits<int32_t>::min(), hi = std::numeric_limits<int32_t>::max();
   return static_cast<int32_t>(std::clamp(r, lo, hi));
 }
 
-int32_t folded_bias_code(double b, double input_scale, double channel_scale) {
-  const double r = std::round(b / (input_scale * channel_scale));
-  constexpr double lo = std::numeric_limits<int32_t>::min(), hi = std::numeric_limits<int32_t>::max();
-  return static_cast<int32_t>(std::clamp(r, lo, hi));
+FoldedChannel fold_channel(double s_w, double k_bn, double shift, double pre_scale, double own_bias) {
+  const double k = k_bn * pre_scale;
+  return {.k = k, .weight_scale = k == 0 ? s_w : s_w * std::abs(k), .bias = k_bn * own_bias + shift};
 }
 
 QuantizedMultiplier quantize_multiplier(double m) {

@@ -100,12 +100,20 @@ float dequantize_value(int32_t q, const AffineQuant& p);
 
 // Bias: int32 with scale s_in * s_w and zero point 0 (TFLite).
 double bias_scale(double input_scale, double weight_scale);
-int32_t quantize_bias(float b, double input_scale, double weight_scale);
-// The code of a folded channel's bias b at scale input_scale * channel_scale
-// (channel_scale: s_w·|γ/σ| with the BN folded in), rounded half away from
-// zero and clamped to int32: what quant::convert stores and what the
-// simulation's integer bias adds (quant/quantize.h).
-int32_t folded_bias_code(double b, double input_scale, double channel_scale);
+// round(b / bias_scale), half away from zero, clamped to int32. With a BN
+// folded in, weight_scale is the channel's s_w·|γ/σ| (fold_channel).
+int32_t quantize_bias(double b, double input_scale, double weight_scale);
+
+// One output channel of a conv/dense with what follows it folded in: the BN
+// as y = k_bn·x + shift (1, 0 without one) and, for BN folded in training,
+// the factor pre_scale (σ/γ) the conv output is multiplied by first. The
+// folded channel computes k·(Σ x·w) + bias: weight scale s_w·|k| (s_w when
+// k is 0), codes negated where k < 0, bias at s_in times that scale. What
+// quant::convert builds and what the simulation's integer bias rounds.
+struct FoldedChannel {
+  double k = 1, weight_scale = 1, bias = 0;
+};
+FoldedChannel fold_channel(double s_w, double k_bn, double shift, double pre_scale, double own_bias);
 
 // A real multiplier m as m ≈ multiplier * 2^(shift - 31), multiplier in
 // [2^30, 2^31) (Q31 of a mantissa in [0.5, 1)), or 0 for m == 0 and for

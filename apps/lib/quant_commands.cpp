@@ -9,7 +9,6 @@
 #include "apps/experiment/config.h"
 #include "apps/experiment/runner.h"
 #include "apps/lib/args.h"
-#include "core/autograd.h"
 #include "core/check.h"
 #include "core/runtime.h"
 #include "quant/calibrate.h"
@@ -55,14 +54,17 @@ struct PredictionAgreement {
   int64_t positions = 0, equal = 0, simulation_only_right = 0, int8_only_right = 0;
 };
 
-void count_predictions(const Tensor& sim, const Tensor& int8, const Tensor& labels, PredictionAgreement& a) {
-  BONSAI_CHECK(sim.shape() == int8.shape(), "verify-int8: the simulation's output is " + sim.shape_str() +
-                                                ", the int8 model's " + int8.shape_str());
-  const int64_t classes = sim.dim(-1), n = sim.numel() / classes;
+// The output codes order classes as the logits do (one grid, positive scale).
+void count_predictions(const quant::OutputCodes& out, const Tensor& labels, PredictionAgreement& a) {
+  BONSAI_CHECK(out.simulation.numel() == out.int8.numel(),
+               "verify-int8: the simulation's output is " + out.simulation.shape_str() + ", the int8 model's " +
+                   out.int8.shape_str());
+  const int64_t classes = out.simulation.dim(-1), n = out.simulation.numel() / classes;
   const bool labelled = labels.rank() == 1 && labels.numel() == n;
-  auto argmax = [classes](const float* p) { return std::max_element(p, p + classes) - p; };
+  auto argmax = [classes](const int8_t* p) { return std::max_element(p, p + classes) - p; };
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t s = argmax(sim.data<float>() + i * classes), q = argmax(int8.data<float>() + i * classes);
+    const int64_t s = argmax(out.simulation.data<int8_t>() + i * classes),
+                  q = argmax(out.int8.data<int8_t>() + i * classes);
     ++a.positions;
     if (s == q) {
       ++a.equal;
@@ -138,12 +140,9 @@ int verify_int8_command(int argc, char** argv) {
   for (int i = 0; i < a.get_int("batches"); ++i) {
     auto b = data.loader->next();
     if (!b) break;
-    auto layers = quant::compare_with_simulation(*model, int8, b->images);
-    {
-      NoGrad ng;
-      model->eval();
-      count_predictions(model->forward(b->images), int8.run(b->images), b->labels, predictions);
-    }
+    quant::OutputCodes output;
+    auto layers = quant::compare_with_simulation(*model, int8, b->images, &output);
+    count_predictions(output, b->labels, predictions);
     if (total.empty()) {
       total = layers;
       continue;
