@@ -29,11 +29,11 @@ usage:
   bonsai train --config C.json --model_dir D [--params_override a.b=v,...]
   bonsai train_and_eval --config C.json --model_dir D [--params_override ...]
   bonsai eval --config C.json --model_dir D [--checkpoint K] [--params_override ...]
-              [--int8 M.safetensors [--rescaling fixed_point|float32]]
+              [--int8 M.safetensors [--rescaling fixed_point|float32|onnxruntime]]
       Run an experiment (configs/*.json; keys mirror the Model Garden's).
       Training resumes from the newest checkpoint in D. eval --int8 evaluates
-      a converted int8 model; --rescaling float32 with ONNX Runtime's and
-      XNNPACK's arithmetic (docs/quantization.md).
+      a converted int8 model; --rescaling float32 with XNNPACK's arithmetic,
+      onnxruntime with ONNX Runtime's on x86 (docs/quantization.md).
       [--distributed auto|mpi|none]: data-parallel over MPI ranks, e.g.
       mpirun -np 4 bonsai train ... (auto: when started by mpirun; the global
       batch is split over the ranks; rank 0 writes D). See docs/distributed.md.

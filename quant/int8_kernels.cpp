@@ -45,12 +45,19 @@ int32_t rescale_float32(int32_t x, float scale, int32_t zero_point, int32_t lo, 
 
 void set_avx512_for_testing(bool allowed) { avx512_allowed = allowed; }
 
-const char* rescaling_name(Rescaling r) { return r == Rescaling::float32 ? "float32" : "fixed_point"; }
+const char* rescaling_name(Rescaling r) {
+  switch (r) {
+    case Rescaling::fixed_point: return "fixed_point";
+    case Rescaling::float32: return "float32";
+    case Rescaling::onnxruntime: return "onnxruntime";
+  }
+  return "?";
+}
 
 Rescaling rescaling_from_name(const std::string& name) {
-  if (name == "fixed_point") return Rescaling::fixed_point;
-  if (name == "float32") return Rescaling::float32;
-  BONSAI_CHECK(false, "unknown int8 rescaling '" + name + "' (fixed_point or float32)");
+  for (Rescaling r : {Rescaling::fixed_point, Rescaling::float32, Rescaling::onnxruntime})
+    if (name == rescaling_name(r)) return r;
+  BONSAI_CHECK(false, "unknown int8 rescaling '" + name + "' (fixed_point, float32 or onnxruntime)");
   return Rescaling::fixed_point;
 }
 
@@ -166,6 +173,12 @@ struct ChannelRescale {
   // Rescaling::float32: one float32 scale per channel, used instead of the multipliers.
   std::vector<float> scale;
 
+  // The fixed point's screen (requantize_row_fixed_avx512): each multiplier's
+  // real value m * 2^(left_shift - right_shift - 31) rounded to float32, and
+  // whether every multiplier is one the screen's error bound covers (>= 0).
+  std::vector<float> approx;
+  bool screenable = true;
+
   ChannelRescale(const std::vector<QuantizedMultiplier>& m, const std::vector<float>& float32_scales)
       : scale(float32_scales) {
     for (const QuantizedMultiplier& q : m) {
@@ -178,6 +191,8 @@ struct ChannelRescale {
       round.push_back(k.round);
       shift.push_back(k.shift);
       any_left_shift = any_left_shift || k.left != 0;
+      approx.push_back(static_cast<float>(std::ldexp(static_cast<double>(r.multiplier), r.left_shift - r.right_shift - 31)));
+      screenable = screenable && r.multiplier >= 0;
     }
     for (size_t c = 0; c < multiplier.size(); ++c)
       multiplier_odd.push_back(multiplier[std::min(c | 1, multiplier.size() - 1)]);
@@ -467,10 +482,11 @@ void crop_input(const ConvParams& p, int h_in, int w_in, const int8_t* x, int8_t
 
 }  // namespace
 
-// ---- float32 rescaling of a whole output row, 16 lanes (AVX-512) ----------------
+// ---- requantization of a whole output row, 16 lanes (AVX-512) -------------------
 
 bool use_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512dq");
   return has && avx512_allowed;
 }
 
@@ -503,6 +519,87 @@ __attribute__((target("avx512f,avx512bw"))) void requantize_row_float32_avx512(
           _mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(tail, scale + full)), lo), hi);
       _mm512_mask_cvtsepi32_storeu_epi8(out + full, tail, _mm512_add_epi32(_mm512_cvtps_epi32(f), zo));
     }
+  }
+}
+
+// The fixed point's requantization of one output row, 16 lanes, through a
+// float32 screen. For v = acc + offset and channel c the fixed point
+// computes floor(R + 1/2) for the real R = v * m[c] (m[c] the multiplier's
+// exact value), then adds the zero point and clamps. In float32,
+// f = float(v) * approx[c] carries three roundings (v, approx, the product),
+// so |f - R| <= 3 * 2^-24 * |R| (plus a hair): below 2^-14 wherever
+// |R| <= 512, and beyond that both R and f lie past the clamp (|zo| <= 128,
+// outputs in [-128, 127]) and clamp alike. So wherever f, clamped in float,
+// is at least kTieBand = 2^-12 from a half-integer, R rounds to the same
+// integer, and rounding f to nearest is the fixed point's result; a group of
+// 16 with any value nearer (about 1 in 2^11 values per lane, so under 1% of
+// groups) goes through the exact 64-bit arithmetic instead. The exact form
+// costs a 64-bit product per value; the screen is float32 on 16 lanes.
+// Runs only where use_avx512() and ChannelRescale::screenable.
+constexpr float kTieBand = 1.0f / 4096;
+
+// The constants of one requantize_row_fixed_avx512 call, in registers and
+// raw pointers: the int8 stores may alias anything reached through a
+// reference, so without these copies every group reloads them.
+struct FixedRow16 {
+  const int32_t *multiplier, *multiplier_odd, *left, *round, *shift;
+  const float* approx;
+  __m512i zo, lo_code, hi_code;
+  __m512 lo, hi;  // the clamp in float: [lo - zo, hi - zo]
+};
+
+// mbqm on 16 lanes, channel c + j's parameters in lane j (c even): the
+// 8-lane form's arithmetic (mbqm8) on AVX-512, then the zero point and the
+// clamp. Exact: the fallback of the screen below.
+__attribute__((target("avx512f,avx512bw"))) inline __m512i requantize16_exact(__m512i x, const FixedRow16& k,
+                                                                              int64_t c, __mmask16 lanes) {
+  x = _mm512_sllv_epi32(x, _mm512_maskz_loadu_epi32(lanes, k.left + c));
+  const __m512i even = _mm512_mul_epi32(x, _mm512_maskz_loadu_epi32(lanes, k.multiplier + c));
+  const __m512i odd =
+      _mm512_mul_epi32(_mm512_shuffle_epi32(x, _MM_PERM_DDBB), _mm512_maskz_loadu_epi32(lanes, k.multiplier_odd + c));
+  const __m512i high = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 31), _mm512_slli_epi64(odd, 1));
+  const __m512i rounded = _mm512_srav_epi32(_mm512_add_epi32(high, _mm512_maskz_loadu_epi32(lanes, k.round + c)),
+                                            _mm512_maskz_loadu_epi32(lanes, k.shift + c));
+  return _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(rounded, k.zo), k.lo_code), k.hi_code);
+}
+
+// One group of requantize_row_fixed_avx512: channels [c, c + 16) of one
+// pixel (the set `lanes` of them, for the row's tail).
+__attribute__((target("avx512f,avx512bw,avx512dq"))) inline void requantize_group_fixed_avx512(
+    const int32_t* acc, const int32_t* offset, int64_t c, __mmask16 lanes, const FixedRow16& k, int8_t* y) {
+  const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(lanes, acc + c), _mm512_maskz_loadu_epi32(lanes, offset + c));
+  const __m512 f = _mm512_min_ps(
+      _mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(lanes, k.approx + c)), k.lo), k.hi);
+  // f - round_to_nearest(f), in [-1/2, 1/2] (vreduceps; imm 8: nearest, no precision exception).
+  const __m512 rest = _mm512_reduce_ps(f, 8);
+  const __mmask16 near_tie =
+      _mm512_mask_cmp_ps_mask(lanes, _mm512_abs_ps(rest), _mm512_set1_ps(0.5f - kTieBand), _CMP_GT_OQ);
+  const __m512i q = near_tie == 0 ? _mm512_add_epi32(_mm512_cvtps_epi32(f), k.zo) : requantize16_exact(v, k, c, lanes);
+  _mm512_mask_cvtsepi32_storeu_epi8(y + c, lanes, q);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512dq"))) void requantize_row_fixed_avx512(
+    const int32_t* acc, const int32_t* offsets, const int* col_of, int ow, int64_t count, const ChannelRescale& r,
+    const OutputClamp& o, int8_t* y) {
+  const FixedRow16 k{.multiplier = r.multiplier.data(),
+                     .multiplier_odd = r.multiplier_odd.data(),
+                     .left = r.left.data(),
+                     .round = r.round.data(),
+                     .shift = r.shift.data(),
+                     .approx = r.approx.data(),
+                     .zo = _mm512_set1_epi32(o.zero_point),
+                     .lo_code = _mm512_set1_epi32(o.lo),
+                     .hi_code = _mm512_set1_epi32(o.hi),
+                     .lo = _mm512_set1_ps(static_cast<float>(o.lo - o.zero_point)),
+                     .hi = _mm512_set1_ps(static_cast<float>(o.hi - o.zero_point))};
+  const int64_t full = count / 16 * 16;
+  const auto tail = static_cast<__mmask16>((1u << (count - full)) - 1);
+  for (int ox = 0; ox < ow; ++ox) {
+    const int32_t* a = acc + int64_t{ox} * count;
+    const int32_t* off = offsets + int64_t{col_of[ox]} * count;
+    int8_t* out = y + int64_t{ox} * count;
+    for (int64_t c = 0; c < full; c += 16) requantize_group_fixed_avx512(a, off, c, 0xFFFF, k, out);
+    if (tail) requantize_group_fixed_avx512(a, off, full, tail, k, out);
   }
 }
 #pragma GCC diagnostic pop
@@ -688,6 +785,9 @@ void Conv2dKernel::run(const int8_t* x, int8_t* y, void* scratch) {
       if (!im.rescale.scale.empty() && use_avx512()) {
         requantize_row_float32_avx512(acc + row, row_offsets, im.cols.of.data(), p.ow, co_n, im.rescale.scale.data(),
                                       im.clamp, y + row);
+      } else if (im.rescale.scale.empty() && im.rescale.screenable && use_avx512()) {
+        requantize_row_fixed_avx512(acc + row, row_offsets, im.cols.of.data(), p.ow, co_n, im.rescale, im.clamp,
+                                    y + row);
       } else {
         for (int ox = 0; ox < p.ow; ++ox) {
           const int32_t* offset = row_offsets + im.cols.of[ox] * co_n;
@@ -773,16 +873,17 @@ void add(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_
 }
 
 AddFloat32Params make_add_float32_params(const AffineQuant& in1, const AffineQuant& in2, const AffineQuant& out,
-                                         int32_t act_min, int32_t act_max) {
+                                         int32_t act_min, int32_t act_max, int32_t offset) {
   AddFloat32Params p;
   p.ratio_a = in1.scale / out.scale;
   p.ratio_b = in2.scale / out.scale;
+  p.offset = offset;
   // ORT's zo - (ratio_a * za + ratio_b * zb), written as GCC compiles it at
   // x86-64-v3 (one product fused into the sum; the form whose outputs
   // matched ONNX Runtime's), explicitly so no compiler setting changes it.
-  const float parts = std::fma(p.ratio_a, static_cast<float>(in1.zero_point),
-                               p.ratio_b * static_cast<float>(in2.zero_point));
-  p.fixed = static_cast<float>(out.zero_point) - parts;
+  const float parts = std::fma(p.ratio_a, static_cast<float>(in1.zero_point + offset),
+                               p.ratio_b * static_cast<float>(in2.zero_point + offset));
+  p.fixed = static_cast<float>(out.zero_point + offset) - parts;
   p.act_min = act_min;
   p.act_max = act_max;
   return p;
@@ -791,18 +892,21 @@ AddFloat32Params make_add_float32_params(const AffineQuant& in1, const AffineQua
 void add_float32(const AddFloat32Params& p, const int8_t* a, const int8_t* b, int8_t* y, int64_t count) {
   const __m256 ra = _mm256_set1_ps(p.ratio_a), rb = _mm256_set1_ps(p.ratio_b), fixed = _mm256_set1_ps(p.fixed);
   const __m256i lo = _mm256_set1_epi32(p.act_min), hi = _mm256_set1_epi32(p.act_max);
+  const __m256i offset = _mm256_set1_epi32(p.offset);
   auto one = [&](int64_t at) {
-    const __m256 fa = _mm256_cvtepi32_ps(load8(a + at)), fb = _mm256_cvtepi32_ps(load8(b + at));
-    return clamp8(_mm256_cvtps_epi32(_mm256_fmadd_ps(fa, ra, _mm256_fmadd_ps(fb, rb, fixed))), lo, hi);
+    const __m256 fa = _mm256_cvtepi32_ps(_mm256_add_epi32(load8(a + at), offset));
+    const __m256 fb = _mm256_cvtepi32_ps(_mm256_add_epi32(load8(b + at), offset));
+    const __m256i t = _mm256_cvtps_epi32(_mm256_fmadd_ps(fa, ra, _mm256_fmadd_ps(fb, rb, fixed)));
+    return clamp8(_mm256_sub_epi32(t, offset), lo, hi);
   };
   int64_t i = 0;
   for (; i + 32 <= count; i += 32) store32(y + i, one(i), one(i + 8), one(i + 16), one(i + 24));
   for (; i + 8 <= count; i += 8) store8(y + i, one(i));
   for (; i < count; ++i) {
-    const float t = std::fma(static_cast<float>(a[i]), p.ratio_a,
-                             std::fma(static_cast<float>(b[i]), p.ratio_b, p.fixed));
-    // Saturated to int32 as cvtps_epi32 does (|t| < 2^31 for int8 inputs and sane scales).
-    y[i] = static_cast<int8_t>(clamp_code(static_cast<int32_t>(std::nearbyint(t)), p.act_min, p.act_max));
+    const float t = std::fma(static_cast<float>(a[i] + p.offset), p.ratio_a,
+                             std::fma(static_cast<float>(b[i] + p.offset), p.ratio_b, p.fixed));
+    // |t| < 2^31 for int8 inputs and sane scales, so the conversion does not saturate.
+    y[i] = static_cast<int8_t>(clamp_code(static_cast<int32_t>(std::nearbyint(t)) - p.offset, p.act_min, p.act_max));
   }
 }
 
@@ -958,8 +1062,8 @@ void pair_lookup(const int8_t* table, const int8_t* a, const int8_t* b, int8_t* 
 // ADD through its screen (add_screen), 32 pairs at a time; a group with a
 // near-tie reads the table. Should near-ties be common after all (inputs
 // concentrated on them), the rest goes to the table directly.
-void screened_add(const int8_t* table, const PairTable::Screen& s, const int8_t* a, const int8_t* b, int8_t* y,
-                  int64_t count) {
+void screened_add_avx2(const int8_t* table, const PairTable::Screen& s, const int8_t* a, const int8_t* b, int8_t* y,
+                       int64_t count) {
   const __m256 sa = _mm256_set1_ps(s.scale_a), sb = _mm256_set1_ps(s.scale_b), offset = _mm256_set1_ps(s.offset);
   const __m256 low = _mm256_set1_ps(s.band), high = _mm256_set1_ps(1.0f - s.band);
   const __m256i zo = _mm256_set1_epi32(s.zero_point), lo = _mm256_set1_epi32(s.lo), hi = _mm256_set1_epi32(s.hi);
@@ -984,6 +1088,44 @@ void screened_add(const int8_t* table, const PairTable::Screen& s, const int8_t*
     }
   }
   pair_lookup(table, a + i, b + i, y + i, count - i);
+}
+
+// screened_add on 16 lanes (AVX-512): the same screen, with frac(t) from
+// vreduceps and floor(t) converted in one instruction. Runs only where
+// use_avx512().
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 on its own _mm512_undefined_* in the intrinsics
+__attribute__((target("avx512f,avx512bw,avx512dq"))) void screened_add_avx512(
+    const int8_t* table, const PairTable::Screen& s, const int8_t* a, const int8_t* b, int8_t* y, int64_t count) {
+  const __m512 sa = _mm512_set1_ps(s.scale_a), sb = _mm512_set1_ps(s.scale_b), offset = _mm512_set1_ps(s.offset);
+  const __m512 low = _mm512_set1_ps(s.band), high = _mm512_set1_ps(1.0f - s.band);
+  const __m512i zo = _mm512_set1_epi32(s.zero_point), lo = _mm512_set1_epi32(s.lo), hi = _mm512_set1_epi32(s.hi);
+  int64_t i = 0, groups = 0, fallbacks = 0;
+  for (; i + 16 <= count; i += 16, ++groups) {
+    if (groups >= 128 && 4 * fallbacks > groups) break;
+    const __m512 fa = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i))));
+    const __m512 fb = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i))));
+    const __m512 t = _mm512_fmadd_ps(fa, sa, _mm512_fmadd_ps(fb, sb, offset));
+    const __m512 frac = _mm512_reduce_ps(t, 9);  // t - floor(t) (imm 9: toward -infinity, no precision exception)
+    if (_mm512_cmp_ps_mask(frac, low, _CMP_LT_OQ) | _mm512_cmp_ps_mask(frac, high, _CMP_GT_OQ)) {
+      pair_lookup(table, a + i, b + i, y + i, 16);
+      ++fallbacks;
+      continue;
+    }
+    const __m512i k = _mm512_cvt_roundps_epi32(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m512i q = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(k, zo), lo), hi);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), _mm512_cvtepi32_epi8(q));
+  }
+  pair_lookup(table, a + i, b + i, y + i, count - i);
+}
+#pragma GCC diagnostic pop
+
+void screened_add(const int8_t* table, const PairTable::Screen& s, const int8_t* a, const int8_t* b, int8_t* y,
+                  int64_t count) {
+  if (use_avx512())
+    screened_add_avx512(table, s, a, b, y, count);
+  else
+    screened_add_avx2(table, s, a, b, y, count);
 }
 
 // Elementwise loops split into blocks for the OpenMP threads, when large enough.

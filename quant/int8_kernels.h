@@ -33,15 +33,24 @@ namespace bonsai::quant::int8 {
 //    multiplier as a Q31 number and a shift (quant/scheme.h), rounded once,
 //    ties up: the exact result to within 2^-31 of the multiplier, what the
 //    QAT simulation computes; TFLite's reference kernels and TFLite Micro.
-//  - float32: what ONNX Runtime (MLAS) and TFLite's XNNPACK delegate compute.
-//    A float32 scale, float32(s_in * s_w) / s_out (float32_scale), times
-//    float32(acc), rounded to nearest with ties to even; ADD as ORT's MLAS
-//    kernel (add_float32). A model run this way gives those runtimes' codes:
-//    the two differ only where the float32 product lands within its
-//    rounding error of a half step (about one output in 10^5).
-enum class Rescaling { fixed_point, float32 };
-const char* rescaling_name(Rescaling r);            // "fixed_point", "float32"
+//  - float32: the arithmetic of ONNX Runtime (MLAS) and TFLite's XNNPACK
+//    delegate. A float32 scale, float32(s_in * s_w) / s_out
+//    (float32_scale), times float32(acc), rounded to nearest with ties to
+//    even; ADD as MLAS's float formula on the int8 codes (add_float32).
+//    A model run this way gives those runtimes' codes: the two differ
+//    only where the float32 product lands within its rounding error of a
+//    half step (about one output in 10^5).
+//  - onnxruntime: float32, except that ADD runs on uint8 codes (code + 128,
+//    zero points + 128), as ONNX Runtime does on x86, where it turns int8
+//    activations into uint8 before running its QLinear kernels. Equal in
+//    exact arithmetic; in float32 a near-tie can round the other way (19 of
+//    128,000 outputs of one MobileNetV2 add).
+enum class Rescaling { fixed_point, float32, onnxruntime };
+const char* rescaling_name(Rescaling r);                 // "fixed_point", "float32", "onnxruntime"
 Rescaling rescaling_from_name(const std::string& name);  // the inverse; anything else is an error
+// Whether convolutions and fully connected layers take float32 scales
+// (float32 and onnxruntime) rather than the fixed-point multipliers.
+inline bool uses_float32_scales(Rescaling r) { return r != Rescaling::fixed_point; }
 
 // float32(input_scale * weight_scale) / output_scale, each step rounded to
 // float32 (no fused multiply-add), as ONNX Runtime's QLinearConv computes
@@ -51,9 +60,9 @@ float float32_scale(float input_scale, float weight_scale, float output_scale);
 // in float before rounding as MLAS does.
 int32_t rescale_float32(int32_t x, float scale, int32_t zero_point, int32_t lo, int32_t hi);
 
-// Kernels with an AVX-512 form (the float32 rescaling of convolutions) use
-// it where the CPU has AVX-512; false makes them take their AVX2 form, so
-// tests can check both on one machine.
+// Kernels with an AVX-512 form (the requantization of convolutions, both
+// rescalings) use it where the CPU has AVX-512; false makes them take their
+// AVX2 form, so tests can check both on one machine.
 void set_avx512_for_testing(bool allowed);
 
 // ---- convolution (regular and depthwise) -----------------------------------
@@ -145,16 +154,20 @@ AddParams make_add_params(const AffineQuant& in1, const AffineQuant& in2, const 
 // a, b, y: `count` elements each.
 void add(const AddParams& p, const int8_t* a, const int8_t* b, int8_t* y, int64_t count);
 
-// ADD with Rescaling::float32, as ONNX Runtime's QLinearAdd (MLAS, AVX2):
+// ADD with Rescaling::float32 and onnxruntime, the float formula of ONNX
+// Runtime's QLinearAdd (MLAS, AVX2), on codes shifted by `offset` (0 for
+// int8, 128 for the uint8 codes ONNX Runtime runs on x86):
 //   ratio_a = s_a / s_out, ratio_b = s_b / s_out   (float32)
-//   fixed = zo - fma(ratio_a, za, ratio_b * zb)    (float32)
-//   y = clamp(round_half_even(fma(a, ratio_a, fma(b, ratio_b, fixed))), act_min, act_max)
+//   fixed = (zo + offset) - fma(ratio_a, za + offset, ratio_b * (zb + offset))    (float32)
+//   y = clamp(round_half_even(fma(a + offset, ratio_a, fma(b + offset, ratio_b, fixed))) - offset,
+//             act_min, act_max)
 struct AddFloat32Params {
   float ratio_a = 1, ratio_b = 1, fixed = 0;
+  int32_t offset = 0;
   int32_t act_min = -128, act_max = 127;
 };
 AddFloat32Params make_add_float32_params(const AffineQuant& in1, const AffineQuant& in2, const AffineQuant& out,
-                                         int32_t act_min = -128, int32_t act_max = 127);
+                                         int32_t act_min = -128, int32_t act_max = 127, int32_t offset = 0);
 void add_float32(const AddFloat32Params& p, const int8_t* a, const int8_t* b, int8_t* y, int64_t count);
 
 // TFLite's int8 MUL: acc = (a - za) * (b - zb); y = MBQM(acc, s_a*s_b/s_out) + zo.
@@ -193,7 +206,7 @@ class PairTable {
   };
 
   static PairTable add(const AddParams& p);
-  static PairTable add(const AddFloat32Params& p);  // Rescaling::float32
+  static PairTable add(const AddFloat32Params& p);  // Rescaling::float32 and onnxruntime
   static PairTable mul(const MulParams& p);
   void run(const int8_t* a, const int8_t* b, int8_t* y, int64_t count) const;
   // a [outer, inner], b [outer / broadcast_group, inner], as mul().
@@ -212,7 +225,7 @@ class PairTable {
   explicit PairTable(size_t entries = kSize + 3) : table_(entries) {}  // 3 bytes of slack: the gathers read 4 at a time
   std::vector<int8_t> table_;         // [(a + 128) * 256 + (b + 128)]
   Screen screen_;
-  bool float32_ = false;  // ADD with Rescaling::float32: add_float32 with add_float32_, no table
+  bool float32_ = false;  // ADD with a float32 rescaling: add_float32 with add_float32_, no table
   AddFloat32Params add_float32_;
 };
 

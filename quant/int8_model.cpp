@@ -632,7 +632,7 @@ Int8Model::Prepared& Int8Model::prepared(int64_t batch) {
         for (int c = 0; c < cp.c_out; ++c) {
           const float ws = o.weight_scales.data<float>()[c];
           m[c] = quantize_multiplier(static_cast<double>(in.quant.scale) * ws / oq.scale);
-          if (rescaling_ == int8::Rescaling::float32) f.push_back(int8::float32_scale(in.quant.scale, ws, oq.scale));
+          if (int8::uses_float32_scales(rescaling_)) f.push_back(int8::float32_scale(in.quant.scale, ws, oq.scale));
         }
         p->convs[i] = std::make_unique<int8::Conv2dKernel>(cp, o.weights.data<int8_t>(), o.bias.data<int32_t>(), m, f);
         break;
@@ -649,15 +649,16 @@ Int8Model::Prepared& Int8Model::prepared(int64_t batch) {
         const std::vector<QuantizedMultiplier> m(n_out,
                                                  quantize_multiplier(static_cast<double>(in.quant.scale) * ws / oq.scale));
         std::vector<float> f;
-        if (rescaling_ == int8::Rescaling::float32) f.assign(n_out, int8::float32_scale(in.quant.scale, ws, oq.scale));
+        if (int8::uses_float32_scales(rescaling_)) f.assign(n_out, int8::float32_scale(in.quant.scale, ws, oq.scale));
         p->convs[i] = std::make_unique<int8::Conv2dKernel>(cp, o.weights.data<int8_t>(), o.bias.data<int32_t>(), m, f);
         break;
       }
       case Int8OpType::add: {
         const AffineQuant &a = values_[o.inputs[0]].quant, &b = values_[o.inputs[1]].quant;
         p->pairs[i] = std::make_unique<int8::PairTable>(
-            rescaling_ == int8::Rescaling::float32
-                ? int8::PairTable::add(int8::make_add_float32_params(a, b, oq, o.act_min, o.act_max))
+            int8::uses_float32_scales(rescaling_)
+                ? int8::PairTable::add(int8::make_add_float32_params(
+                      a, b, oq, o.act_min, o.act_max, rescaling_ == int8::Rescaling::onnxruntime ? 128 : 0))
                 : int8::PairTable::add(int8::make_add_params(a, b, oq, o.act_min, o.act_max)));
         break;
       }

@@ -135,9 +135,9 @@ class Int8Model {
   int64_t parameter_bytes() const;
 
   // How convs, fully connected layers and ADD rescale (quant/int8_kernels.h):
-  // fixed_point (TFLite's reference arithmetic, the default) or float32
-  // (ONNX Runtime's and TFLite-XNNPACK's). A runtime setting, not part of
-  // the file: the same model runs either way.
+  // fixed_point (TFLite's reference arithmetic, the default), float32
+  // (TFLite-XNNPACK's) or onnxruntime (ONNX Runtime's on x86). A runtime
+  // setting, not part of the file: the same model runs any way.
   void set_rescaling(int8::Rescaling r);
   int8::Rescaling rescaling() const { return rescaling_; }
 

@@ -64,7 +64,8 @@ inline constexpr const char* kBenchTrainUsage =
 inline constexpr const char* kBenchInferUsage =
     "  bonsai bench infer --model M [--res 224 --threads 1 --steps 20 --warmup 3 --classes 1000]\n"
     "                     [--int8 true|MODEL.safetensors [--profile]] [--save-int8 M.safetensors]\n"
-    "                     [--engine graph|eager] [--rescaling fixed_point|float32] [--onnx M.onnx]\n"
+    "                     [--engine graph|eager] [--rescaling fixed_point|float32|onnxruntime]\n"
+    "                     [--onnx M.onnx]\n"
     "      Median batch-1 eval-mode forward latency, FP32 or the integer-only int8 model\n"
     "      (true: M quantized and converted here); one JSON line (median_ms, images_per_s);\n"
     "      FP32 runs the fused float graph (infer/float_runtime.h), or with --engine eager\n"

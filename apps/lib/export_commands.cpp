@@ -35,12 +35,13 @@ const char* kExportUsage = R"(  bonsai export --format tflite|onnx --int8 M.safe
       The config's validation images (eval preprocessing) as DIR/images.f32
       (float32 NHWC), labels as DIR/labels.i32, and DIR/meta.json; count 0: all.
   bonsai export run --int8 M.safetensors --images DIR --out OUT.f32 [--batch 64] [--values VDIR]
-                    [--rescaling fixed_point|float32]
+                    [--rescaling fixed_point|float32|onnxruntime]
       bonsai's int8 runtime on DIR's images: the float outputs (NHWC) in
       OUT.f32, their shape and output grid in OUT.f32.json. --values VDIR
       also writes every value's int8 codes (VDIR/<id>.s8, VDIR/values.json).
-      --rescaling float32: the arithmetic of ONNX Runtime and TFLite's
-      XNNPACK delegate instead of TFLite's fixed point (docs/export.md).
+      --rescaling float32: the arithmetic of TFLite's XNNPACK delegate
+      instead of TFLite's fixed point; onnxruntime: ONNX Runtime's on x86,
+      which adds in uint8 (docs/export.md).
   bonsai export run --config C.json --checkpoint K.safetensors --images DIR --out OUT.f32 [--batch 64]
       bonsai's own float model (eval mode) on DIR's images, for comparison
       with a float export: OUT.f32 and OUT.f32.json ({"shape", "precision": "float"}).

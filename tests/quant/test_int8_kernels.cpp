@@ -132,25 +132,32 @@ size_t output_size(const ConvParams& p) { return static_cast<size_t>(p.n) * p.oh
 }  // namespace
 
 TEST_CASE("int8 kernels: Conv2dKernel matches ref::conv2d byte for byte") {
+  // Both requantization forms: AVX-512 (the float32 screen with its exact
+  // fallback) and AVX2 (the 64-bit products throughout).
   std::mt19937 rng(11);
-  for (const ConvCase& c : conv_cases()) {
-    SUBCASE(c.name.c_str()) {
-      const ConvParams& p = c.p;
-      ConvData d = conv_data(p, rng);
-      std::vector<int8_t> y(output_size(p)), y_ref(output_size(p));
-      ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data());
-      Conv2dKernel kernel(p, d.weights.data(), d.bias.data(), d.multipliers);
-      kernel.run(d.x.data(), y.data());
-      CHECK(y == y_ref);
-      // The outputs are not all clamped: the case tests the arithmetic.
-      CHECK(max_code_diff(y_ref, std::vector<int8_t>(y_ref.size(), y_ref[0])) > 0);
-      // A second run on new input reuses the prepared primitive and scratch.
-      d.x = random_codes(d.x.size(), rng);
-      ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data());
-      kernel.run(d.x.data(), y.data());
-      CHECK(y == y_ref);
+  for (const bool avx512 : {true, false}) {
+    CAPTURE(avx512);
+    set_avx512_for_testing(avx512);
+    for (const ConvCase& c : conv_cases()) {
+      SUBCASE(c.name.c_str()) {
+        const ConvParams& p = c.p;
+        ConvData d = conv_data(p, rng);
+        std::vector<int8_t> y(output_size(p)), y_ref(output_size(p));
+        ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data());
+        Conv2dKernel kernel(p, d.weights.data(), d.bias.data(), d.multipliers);
+        kernel.run(d.x.data(), y.data());
+        CHECK(y == y_ref);
+        // The outputs are not all clamped: the case tests the arithmetic.
+        CHECK(max_code_diff(y_ref, std::vector<int8_t>(y_ref.size(), y_ref[0])) > 0);
+        // A second run on new input reuses the prepared primitive and scratch.
+        d.x = random_codes(d.x.size(), rng);
+        ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data());
+        kernel.run(d.x.data(), y.data());
+        CHECK(y == y_ref);
+      }
     }
   }
+  set_avx512_for_testing(true);
 }
 
 TEST_CASE("int8 kernels: Conv2dKernel without bias, and with accumulators past 2^24") {
@@ -205,26 +212,51 @@ TEST_CASE("int8 kernels: Conv2dKernel recomputes the sums oneDNN rounded past 2^
   }
 }
 
-TEST_CASE("int8 kernels: Conv2dKernel is exact on rounding ties") {
+TEST_CASE("int8 kernels: Conv2dKernel is exact on rounding ties and near them") {
   // Multipliers with few significant bits put many v * m exactly on a
   // half-integer, where the rounding direction (ties toward +infinity, for
   // negative v in particular) and the 8-lane form's split of the shift
-  // must agree with the reference bit for bit.
+  // must agree with the reference bit for bit. The last two sit a hair
+  // (2^-29 relative, below float32's resolution) above and below such a
+  // multiplier: there the exact value is a near-tie, just above or below a
+  // half-integer, that float32 arithmetic alone rounds the wrong way half
+  // the time, and the AVX-512 form's screen must send it to its exact
+  // fallback.
   std::mt19937 rng(30);
-  for (int32_t zi : {0, -128, 77}) {
-    CAPTURE(zi);
-    const ConvParams p = conv(2, 16, 12, 8, 36, 1, 1, 1, 1, false, zi, -5);
-    ConvData d = conv_data(p, rng);
-    d.weights = random_codes(d.weights.size(), rng, -20, 20);
-    std::uniform_int_distribution<int32_t> b(-600, 600);
-    for (int32_t& v : d.bias) v = b(rng);
-    const double exact[] = {std::ldexp(1.0, -6), 3 * std::ldexp(1.0, -10), 5 * std::ldexp(1.0, -11)};
-    for (size_t co = 0; co < d.multipliers.size(); ++co) d.multipliers[co] = quantize_multiplier(exact[co % 3]);
-    std::vector<int8_t> y(output_size(p)), y_ref(output_size(p));
-    ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data());
-    Conv2dKernel(p, d.weights.data(), d.bias.data(), d.multipliers).run(d.x.data(), y.data());
-    CHECK(y == y_ref);
+  for (const bool avx512 : {true, false}) {
+    CAPTURE(avx512);
+    set_avx512_for_testing(avx512);
+    for (int32_t zi : {0, -128, 77}) {
+      CAPTURE(zi);
+      const ConvParams p = conv(2, 16, 12, 8, 40, 1, 1, 1, 1, false, zi, -5);
+      ConvData d = conv_data(p, rng);
+      d.weights = random_codes(d.weights.size(), rng, -20, 20);
+      std::uniform_int_distribution<int32_t> b(-600, 600);
+      for (int32_t& v : d.bias) v = b(rng);
+      const double exact[] = {std::ldexp(1.0, -6), 3 * std::ldexp(1.0, -10), 5 * std::ldexp(1.0, -11),
+                              std::ldexp(1.0 + std::ldexp(1.0, -29), -6), std::ldexp(1.0 - std::ldexp(1.0, -29), -6)};
+      for (size_t co = 0; co < d.multipliers.size(); ++co) d.multipliers[co] = quantize_multiplier(exact[co % 5]);
+      std::vector<int8_t> y(output_size(p)), y_ref(output_size(p));
+      ref::conv2d(p, d.weights.data(), d.bias.data(), d.multipliers.data(), d.x.data(), y_ref.data());
+      Conv2dKernel(p, d.weights.data(), d.bias.data(), d.multipliers).run(d.x.data(), y.data());
+      CHECK(y == y_ref);
+      // Rounding float32(v) * float32(m) to nearest instead differs from
+      // the reference somewhere here (so the ties are really exercised).
+      int64_t float_differs = 0;
+      for (int n = 0; n < p.n; ++n)
+        for (int i = 0; i < p.h * p.w; ++i)
+          for (int co = 0; co < p.c_out; ++co) {
+            int32_t v = d.bias[co];
+            for (int ci = 0; ci < p.c_in; ++ci)
+              v += (d.x[(int64_t{n} * p.h * p.w + i) * p.c_in + ci] - zi) * d.weights[ci * p.c_out + co];
+            const float f = static_cast<float>(v) * static_cast<float>(exact[co % 5]);
+            const int want = std::clamp(static_cast<int>(std::nearbyint(f)) + p.output_zero_point, -128, 127);
+            float_differs += want != y_ref[(int64_t{n} * p.h * p.w + i) * p.c_out + co];
+          }
+      CHECK(float_differs > 0);
+    }
   }
+  set_avx512_for_testing(true);
 }
 
 namespace {
@@ -264,6 +296,8 @@ TEST_CASE("int8 kernels: rescale_float32 rounds half to even after clamping, as 
   std::memcpy(&bits, &exact, sizeof bits);
   CHECK(bits == 973296597u);
   CHECK(rescaling_from_name("float32") == Rescaling::float32);
+  CHECK(rescaling_from_name("onnxruntime") == Rescaling::onnxruntime);
+  CHECK(std::string(rescaling_name(Rescaling::onnxruntime)) == "onnxruntime");
   CHECK(std::string(rescaling_name(Rescaling::fixed_point)) == "fixed_point");
   CHECK_THROWS_WITH_AS(rescaling_from_name("float"), doctest::Contains("unknown int8 rescaling 'float'"), std::exception);
 }
@@ -540,12 +574,15 @@ struct EveryPair {
 }  // namespace
 
 TEST_CASE("int8 kernels: ADD with float32 rescaling is ONNX Runtime's formula on every pair of codes") {
+  // offset 0: on the int8 codes (Rescaling::float32); offset 128: on uint8
+  // codes, as ONNX Runtime runs it on x86 (Rescaling::onnxruntime).
   std::mt19937 rng(26);
   const EveryPair pairs;
   const std::vector<int8_t>&a = pairs.a, &b = pairs.b;
-  std::vector<int8_t> y(PairTable::kSize), y_fixed(PairTable::kSize);
+  std::vector<int8_t> y(PairTable::kSize), y_int8(PairTable::kSize), y_fixed(PairTable::kSize);
   std::uniform_real_distribution<float> log_ratio(-3, 3);
   std::uniform_int_distribution<int> zero(-128, 127);
+  int64_t uint8_differs = 0;  // pairs where the uint8 form rounds otherwise than the int8 form
   for (int trial = 0; trial < 24; ++trial) {
     CAPTURE(trial);
     const float s = 0.05f;
@@ -554,37 +591,50 @@ TEST_CASE("int8 kernels: ADD with float32 rescaling is ONNX Runtime's formula on
     AffineQuant qo{.scale = s * std::exp2(log_ratio(rng) / 2), .zero_point = zero(rng)};
     if (trial % 8 == 3) qb.scale = qa.scale, qo.scale = 2 * qa.scale;  // exact ties: to even
     const int32_t lo = trial % 3 == 1 ? qo.zero_point : -128;          // a fused ReLU
-    const AddFloat32Params p = make_add_float32_params(qa, qb, qo, lo, 127);
-    const PairTable add = PairTable::add(p);
-    add.run(a.data(), b.data(), y.data(), PairTable::kSize);
     ref::add(make_add_params(qa, qb, qo, lo, 127), a.data(), b.data(), y_fixed.data(), PairTable::kSize);
-    int64_t differ = 0;
-    for (int i = 0; i < PairTable::kSize; ++i) {
-      // MLAS's QLinearAdd (AVX2): fma(a, ra, fma(b, rb, fixed)), converted to
-      // nearest-even, saturated; then the fused activation's clamp.
-      const float t = std::fma(float(a[i]), p.ratio_a, std::fma(float(b[i]), p.ratio_b, p.fixed));
-      const int want = std::clamp(static_cast<int>(std::nearbyint(t)), lo, 127);
-      if (y[i] != want) {
-        FAIL_CHECK("pair (" << int{a[i]} << ", " << int{b[i]} << "): " << int{y[i]} << " != " << want);
-        break;
+    for (const int32_t offset : {0, 128}) {
+      CAPTURE(offset);
+      const AddFloat32Params p = make_add_float32_params(qa, qb, qo, lo, 127, offset);
+      const PairTable add = PairTable::add(p);
+      add.run(a.data(), b.data(), y.data(), PairTable::kSize);
+      // MLAS's QLinearAdd (AVX2) on codes + offset: ratios in float32,
+      // fixed = zo - fma(ra, za, rb * zb), then fma(a, ra, fma(b, rb, fixed))
+      // converted to nearest-even, saturated; then the fused activation's clamp.
+      const float ra = qa.scale / qo.scale, rb = qb.scale / qo.scale;
+      const float fixed = float(qo.zero_point + offset) -
+                          std::fma(ra, float(qa.zero_point + offset), rb * float(qb.zero_point + offset));
+      int64_t differ = 0;
+      for (int i = 0; i < PairTable::kSize; ++i) {
+        const float t = std::fma(float(a[i] + offset), ra, std::fma(float(b[i] + offset), rb, fixed));
+        const int want = std::clamp(static_cast<int>(std::nearbyint(t)) - offset, lo, 127);
+        if (y[i] != want) {
+          FAIL_CHECK("pair (" << int{a[i]} << ", " << int{b[i]} << "): " << int{y[i]} << " != " << want);
+          break;
+        }
+        // The real sum in output steps: within one step (rounding of t and of the ratios).
+        const double real = (double(a[i]) - qa.zero_point) * qa.scale / qo.scale +
+                            (double(b[i]) - qb.zero_point) * qb.scale / qo.scale + qo.zero_point;
+        const double clamped = std::clamp(real, double(lo), 127.0);
+        if (std::abs(y[i] - clamped) > 1.0) {
+          FAIL_CHECK("pair (" << int{a[i]} << ", " << int{b[i]} << "): " << int{y[i]} << " vs real " << real);
+          break;
+        }
+        differ += y[i] != y_fixed[i];
+        if (offset == 128) uint8_differs += y[i] != y_int8[i];
       }
-      // The real sum in output steps: within one step (rounding of t and of the ratios).
-      const double real = (double(a[i]) - qa.zero_point) * qa.scale / qo.scale +
-                          (double(b[i]) - qb.zero_point) * qb.scale / qo.scale + qo.zero_point;
-      const double clamped = std::clamp(real, double(lo), 127.0);
-      if (std::abs(y[i] - clamped) > 1.0) {
-        FAIL_CHECK("pair (" << int{a[i]} << ", " << int{b[i]} << "): " << int{y[i]} << " vs real " << real);
-        break;
-      }
-      differ += y[i] != y_fixed[i];
+      CHECK(add.at(a[4321], b[4321]) == y[4321]);
+      // TFLite's fixed point differs only on near-ties: a small share of pairs
+      // (on the tie grids, half of all pairs are ties, which it rounds up).
+      if (trial % 8 != 3) CHECK(differ < PairTable::kSize / 100);
+      if (offset == 0) y_int8 = y;
     }
-    CHECK(add.at(a[4321], b[4321]) == y[4321]);
-    // TFLite's fixed point differs only on near-ties: a small share of pairs
-    // (on the tie grids, half of all pairs are ties, which it rounds up).
-    if (trial % 8 != 3) CHECK(differ < PairTable::kSize / 100);
   }
+  // The two forms differ on near-ties only: some pairs, but few.
+  CHECK(uint8_differs > 0);
+  CHECK(uint8_differs < 24 * PairTable::kSize / 1000);
+  MESSAGE("uint8 vs int8 ADD: " << uint8_differs << " of " << 24 * PairTable::kSize << " pairs differ");
   // The SE broadcast form and a tail, as mul's.
-  const AddFloat32Params p = make_add_float32_params(random_quant(rng), random_quant(rng), random_quant(rng));
+  const AddFloat32Params p = make_add_float32_params(random_quant(rng), random_quant(rng), random_quant(rng), -128, 127, 128);
   const int64_t outer = 6, inner = 37, group = 3;
   const std::vector<int8_t> x = random_codes(outer * inner, rng), g = random_codes(outer / group * inner, rng);
   std::vector<int8_t> out(x.size());
@@ -606,11 +656,13 @@ TEST_CASE("int8 kernels: PairTable is add and mul on every pair of codes") {
   // int8_kernels.cpp): every pair, over many grids — scale ratios from 1/8
   // to 8, fused ReLUs — and grids whose sums fall on ties (equal scales,
   // output at twice the scale: half the pairs are exact ties, which the
-  // kernel must leave to the table).
+  // kernel must leave to the table). Both forms of the shortcut: AVX-512
+  // (where the CPU has it) and AVX2.
   std::uniform_real_distribution<float> log_ratio(-3, 3);
   std::uniform_int_distribution<int> zero(-128, 127);
-  for (int trial = 0; trial < 160; ++trial) {
+  for (int trial = 0; trial < 320; ++trial) {
     CAPTURE(trial);
+    set_avx512_for_testing(trial < 160);
     const float s = 0.05f;
     AffineQuant qa{.scale = s * std::exp2(log_ratio(rng)), .zero_point = zero(rng)};
     AffineQuant qb{.scale = s * std::exp2(log_ratio(rng)), .zero_point = zero(rng)};
@@ -633,6 +685,7 @@ TEST_CASE("int8 kernels: PairTable is add and mul on every pair of codes") {
       CHECK(y == y_ref);
     }
   }
+  set_avx512_for_testing(true);
   SUBCASE("random codes, a tail, the SE broadcast") {
     const MulParams pm = make_mul_params(random_quant(rng), random_quant(rng), random_quant(rng));
     const int64_t outer = 2 * 35, inner = 37, group = 35;  // [2, 5, 7, 37] * [2, 1, 1, 37]

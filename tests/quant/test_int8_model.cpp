@@ -249,6 +249,9 @@ TEST_CASE("int8 model: with float32 rescaling every layer is still within one st
     int64_t equal = 0;
     for (int64_t i = 0; i < f32.numel(); ++i) equal += f32.data<float>()[i] == fixed.data<float>()[i];
     MESSAGE(name << ": " << equal << " of " << f32.numel() << " outputs equal to the fixed point's");
+    // ONNX Runtime's form (ADD in uint8) agrees with the simulation as well.
+    int8.set_rescaling(int8::Rescaling::onnxruntime);
+    check_agreement(*model, int8, x, name + " (onnxruntime rescaling)");
     int8.set_rescaling(int8::Rescaling::fixed_point);  // back: the same outputs as before
     const Tensor again = int8.run(x);
     for (int64_t i = 0; i < again.numel(); ++i) REQUIRE(again.data<float>()[i] == fixed.data<float>()[i]);
