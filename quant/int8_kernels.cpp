@@ -173,7 +173,7 @@ struct ChannelRescale {
   // Rescaling::float32: one float32 scale per channel, used instead of the multipliers.
   std::vector<float> scale;
 
-  // The fixed point's screen (requantize_row_fixed_avx512): each multiplier's
+  // The fixed point's screen (FixedPointGroup): each multiplier's
   // real value m * 2^(left_shift - right_shift - 31) rounded to float32, and
   // whether every multiplier is one the screen's error bound covers (>= 0).
   std::vector<float> approx;
@@ -490,118 +490,115 @@ bool use_avx512() {
   return has && avx512_allowed;
 }
 
-// requantize_channels' float32 branch for every pixel of one output row:
-// pixel ox reads offsets + col_of[ox] * count. The same arithmetic on 16
-// lanes; vpmovsdb narrows (the values are clamped already), and a masked
-// tail replaces the scalar one. Runs only where use_avx512().
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 on its own _mm512_undefined_* in the intrinsics
-__attribute__((target("avx512f,avx512bw"))) void requantize_row_float32_avx512(
-    const int32_t* acc, const int32_t* offsets, const int* col_of, int ow, int64_t count, const float* scale,
-    const OutputClamp& o, int8_t* y) {
-  const __m512i zo = _mm512_set1_epi32(o.zero_point);
-  const __m512 lo = _mm512_set1_ps(static_cast<float>(o.lo - o.zero_point)),
-               hi = _mm512_set1_ps(static_cast<float>(o.hi - o.zero_point));
-  const int64_t full = count / 16 * 16;
-  const auto tail = static_cast<__mmask16>((1u << (count - full)) - 1);
-  for (int ox = 0; ox < ow; ++ox) {
-    const int32_t* a = acc + int64_t{ox} * count;
-    const int32_t* off = offsets + int64_t{col_of[ox]} * count;
-    int8_t* out = y + int64_t{ox} * count;
-    for (int64_t c = 0; c < full; c += 16) {
-      const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(a + c), _mm512_loadu_si512(off + c));
-      const __m512 f = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(scale + c)), lo), hi);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm512_cvtsepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(f), zo)));
-    }
-    if (tail) {
-      const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(tail, a + full), _mm512_maskz_loadu_epi32(tail, off + full));
-      const __m512 f = _mm512_min_ps(
-          _mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(tail, scale + full)), lo), hi);
-      _mm512_mask_cvtsepi32_storeu_epi8(out + full, tail, _mm512_add_epi32(_mm512_cvtps_epi32(f), zo));
-    }
-  }
-}
 
-// The fixed point's requantization of one output row, 16 lanes, through a
-// float32 screen. For v = acc + offset and channel c the fixed point
-// computes floor(R + 1/2) for the real R = v * m[c] (m[c] the multiplier's
-// exact value), then adds the zero point and clamps. In float32,
-// f = float(v) * approx[c] carries three roundings (v, approx, the product),
-// so |f - R| <= 3 * 2^-24 * |R| (plus a hair): below 2^-14 wherever
-// |R| <= 512, and beyond that both R and f lie past the clamp (|zo| <= 128,
-// outputs in [-128, 127]) and clamp alike. So wherever f, clamped in float,
-// is at least kTieBand = 2^-12 from a half-integer, R rounds to the same
-// integer, and rounding f to nearest is the fixed point's result; a group of
-// 16 with any value nearer (about 1 in 2^11 values per lane, so under 1% of
-// groups) goes through the exact 64-bit arithmetic instead. The exact form
-// costs a 64-bit product per value; the screen is float32 on 16 lanes.
-// Runs only where use_avx512() and ChannelRescale::screenable.
-constexpr float kTieBand = 1.0f / 4096;
-
-// The constants of one requantize_row_fixed_avx512 call, in registers and
-// raw pointers: the int8 stores may alias anything reached through a
+// The constants of one output row's requantization, in registers and raw
+// pointers: the int8 stores may alias anything reached through a
 // reference, so without these copies every group reloads them.
-struct FixedRow16 {
-  const int32_t *multiplier, *multiplier_odd, *left, *round, *shift;
-  const float* approx;
+struct Row16 {
+  const float* scale;  // float32: the scales; fixed point: the multipliers' values in float32
+  const int32_t *multiplier, *multiplier_odd, *left, *round, *shift;  // fixed point: ChannelRescale's
   __m512i zo, lo_code, hi_code;
   __m512 lo, hi;  // the clamp in float: [lo - zo, hi - zo]
 };
 
-// mbqm on 16 lanes, channel c + j's parameters in lane j (c even): the
-// 8-lane form's arithmetic (mbqm8) on AVX-512, then the zero point and the
-// clamp. Exact: the fallback of the screen below.
-__attribute__((target("avx512f,avx512bw"))) inline __m512i requantize16_exact(__m512i x, const FixedRow16& k,
-                                                                              int64_t c, __mmask16 lanes) {
-  x = _mm512_sllv_epi32(x, _mm512_maskz_loadu_epi32(lanes, k.left + c));
-  const __m512i even = _mm512_mul_epi32(x, _mm512_maskz_loadu_epi32(lanes, k.multiplier + c));
-  const __m512i odd =
-      _mm512_mul_epi32(_mm512_shuffle_epi32(x, _MM_PERM_DDBB), _mm512_maskz_loadu_epi32(lanes, k.multiplier_odd + c));
-  const __m512i high = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 31), _mm512_slli_epi64(odd, 1));
-  const __m512i rounded = _mm512_srav_epi32(_mm512_add_epi32(high, _mm512_maskz_loadu_epi32(lanes, k.round + c)),
-                                            _mm512_maskz_loadu_epi32(lanes, k.shift + c));
-  return _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(rounded, k.zo), k.lo_code), k.hi_code);
+__attribute__((target("avx512f,avx512bw"))) inline Row16 row16(const ChannelRescale& r, const float* scale,
+                                                                const OutputClamp& o) {
+  return {.scale = scale,
+          .multiplier = r.multiplier.data(),
+          .multiplier_odd = r.multiplier_odd.data(),
+          .left = r.left.data(),
+          .round = r.round.data(),
+          .shift = r.shift.data(),
+          .zo = _mm512_set1_epi32(o.zero_point),
+          .lo_code = _mm512_set1_epi32(o.lo),
+          .hi_code = _mm512_set1_epi32(o.hi),
+          .lo = _mm512_set1_ps(static_cast<float>(o.lo - o.zero_point)),
+          .hi = _mm512_set1_ps(static_cast<float>(o.hi - o.zero_point))};
 }
 
-// One group of requantize_row_fixed_avx512: channels [c, c + 16) of one
-// pixel (the set `lanes` of them, for the row's tail).
-__attribute__((target("avx512f,avx512bw,avx512dq"))) inline void requantize_group_fixed_avx512(
-    const int32_t* acc, const int32_t* offset, int64_t c, __mmask16 lanes, const FixedRow16& k, int8_t* y) {
-  const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(lanes, acc + c), _mm512_maskz_loadu_epi32(lanes, offset + c));
-  const __m512 f = _mm512_min_ps(
-      _mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(lanes, k.approx + c)), k.lo), k.hi);
-  // f - round_to_nearest(f), in [-1/2, 1/2] (vreduceps; imm 8: nearest, no precision exception).
-  const __m512 rest = _mm512_reduce_ps(f, 8);
-  const __mmask16 near_tie =
-      _mm512_mask_cmp_ps_mask(lanes, _mm512_abs_ps(rest), _mm512_set1_ps(0.5f - kTieBand), _CMP_GT_OQ);
-  const __m512i q = near_tie == 0 ? _mm512_add_epi32(_mm512_cvtps_epi32(f), k.zo) : requantize16_exact(v, k, c, lanes);
-  _mm512_mask_cvtsepi32_storeu_epi8(y + c, lanes, q);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512dq"))) void requantize_row_fixed_avx512(
+// requantize_channels for every pixel of one output row, 16 channels at a
+// time (the row's last group masked): pixel ox reads acc + ox * count and
+// offsets + col_of[ox] * count, channel c scale[c]. Group::run does one
+// group; vpmovsdb narrows (the values are clamped already). Runs only
+// where use_avx512().
+template <class Group>
+__attribute__((target("avx512f,avx512bw,avx512dq"))) void requantize_row_avx512(
     const int32_t* acc, const int32_t* offsets, const int* col_of, int ow, int64_t count, const ChannelRescale& r,
-    const OutputClamp& o, int8_t* y) {
-  const FixedRow16 k{.multiplier = r.multiplier.data(),
-                     .multiplier_odd = r.multiplier_odd.data(),
-                     .left = r.left.data(),
-                     .round = r.round.data(),
-                     .shift = r.shift.data(),
-                     .approx = r.approx.data(),
-                     .zo = _mm512_set1_epi32(o.zero_point),
-                     .lo_code = _mm512_set1_epi32(o.lo),
-                     .hi_code = _mm512_set1_epi32(o.hi),
-                     .lo = _mm512_set1_ps(static_cast<float>(o.lo - o.zero_point)),
-                     .hi = _mm512_set1_ps(static_cast<float>(o.hi - o.zero_point))};
+    const float* scale, const OutputClamp& o, int8_t* y) {
+  const Row16 k = row16(r, scale, o);
   const int64_t full = count / 16 * 16;
   const auto tail = static_cast<__mmask16>((1u << (count - full)) - 1);
   for (int ox = 0; ox < ow; ++ox) {
     const int32_t* a = acc + int64_t{ox} * count;
     const int32_t* off = offsets + int64_t{col_of[ox]} * count;
     int8_t* out = y + int64_t{ox} * count;
-    for (int64_t c = 0; c < full; c += 16) requantize_group_fixed_avx512(a, off, c, 0xFFFF, k, out);
-    if (tail) requantize_group_fixed_avx512(a, off, full, tail, k, out);
+    for (int64_t c = 0; c < full; c += 16) Group::run(a, off, c, 0xFFFF, k, out);
+    if (tail) Group::run(a, off, full, tail, k, out);
   }
 }
+
+// Rescaling::float32: requantize_channels' float32 branch.
+struct Float32Group {
+  __attribute__((target("avx512f,avx512bw,avx512dq"))) static void run(const int32_t* acc, const int32_t* offset,
+                                                                        int64_t c, __mmask16 lanes, const Row16& k,
+                                                                        int8_t* y) {
+    const __m512i v =
+        _mm512_add_epi32(_mm512_maskz_loadu_epi32(lanes, acc + c), _mm512_maskz_loadu_epi32(lanes, offset + c));
+    const __m512 f = _mm512_min_ps(
+        _mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(lanes, k.scale + c)), k.lo), k.hi);
+    _mm512_mask_cvtsepi32_storeu_epi8(y + c, lanes, _mm512_add_epi32(_mm512_cvtps_epi32(f), k.zo));
+  }
+};
+
+// The fixed point, through a float32 screen. For v = acc + offset and
+// channel c the fixed point computes floor(R + 1/2) for the real
+// R = v * m[c] (m[c] the multiplier's exact value), then adds the zero
+// point and clamps. In float32, f = float(v) * approx[c] carries three
+// roundings (v, approx, the product), so |f - R| <= 3 * 2^-24 * |R| (plus a
+// hair): below 2^-14 wherever |R| <= 512, and beyond that both R and f lie
+// past the clamp (|zo| <= 128, outputs in [-128, 127]) and clamp alike. So
+// wherever f, clamped in float, is at least kTieBand = 2^-12 from a
+// half-integer, R rounds to the same integer, and rounding f to nearest is
+// the fixed point's result; a group of 16 with any value nearer (about 1 in
+// 2^11 values per lane, so under 1% of groups) goes through the exact
+// 64-bit arithmetic instead (exact16). The exact form costs a 64-bit
+// product per value; the screen is float32 on 16 lanes. Only where
+// ChannelRescale::screenable.
+constexpr float kTieBand = 1.0f / 4096;
+
+struct FixedPointGroup {
+  // mbqm on 16 lanes, channel c + j's parameters in lane j (c even): the
+  // 8-lane form's arithmetic (mbqm8) on AVX-512, then the zero point and
+  // the clamp.
+  __attribute__((target("avx512f,avx512bw"))) static __m512i exact16(__m512i x, const Row16& k, int64_t c,
+                                                                     __mmask16 lanes) {
+    x = _mm512_sllv_epi32(x, _mm512_maskz_loadu_epi32(lanes, k.left + c));
+    const __m512i even = _mm512_mul_epi32(x, _mm512_maskz_loadu_epi32(lanes, k.multiplier + c));
+    const __m512i odd = _mm512_mul_epi32(_mm512_shuffle_epi32(x, _MM_PERM_DDBB),
+                                         _mm512_maskz_loadu_epi32(lanes, k.multiplier_odd + c));
+    const __m512i high = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 31), _mm512_slli_epi64(odd, 1));
+    const __m512i rounded = _mm512_srav_epi32(_mm512_add_epi32(high, _mm512_maskz_loadu_epi32(lanes, k.round + c)),
+                                              _mm512_maskz_loadu_epi32(lanes, k.shift + c));
+    return _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(rounded, k.zo), k.lo_code), k.hi_code);
+  }
+
+  __attribute__((target("avx512f,avx512bw,avx512dq"))) static void run(const int32_t* acc, const int32_t* offset,
+                                                                        int64_t c, __mmask16 lanes, const Row16& k,
+                                                                        int8_t* y) {
+    const __m512i v =
+        _mm512_add_epi32(_mm512_maskz_loadu_epi32(lanes, acc + c), _mm512_maskz_loadu_epi32(lanes, offset + c));
+    const __m512 f = _mm512_min_ps(
+        _mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(lanes, k.scale + c)), k.lo), k.hi);
+    // f - round_to_nearest(f), in [-1/2, 1/2] (vreduceps; imm 8: nearest, no precision exception).
+    const __m512 rest = _mm512_reduce_ps(f, 8);
+    const __mmask16 near_tie =
+        _mm512_mask_cmp_ps_mask(lanes, _mm512_abs_ps(rest), _mm512_set1_ps(0.5f - kTieBand), _CMP_GT_OQ);
+    const __m512i q = near_tie == 0 ? _mm512_add_epi32(_mm512_cvtps_epi32(f), k.zo) : exact16(v, k, c, lanes);
+    _mm512_mask_cvtsepi32_storeu_epi8(y + c, lanes, q);
+  }
+};
 #pragma GCC diagnostic pop
 
 // ---- Conv2dKernel ----------------------------------------------------------------
@@ -783,11 +780,11 @@ void Conv2dKernel::run(const int8_t* x, int8_t* y, void* scratch) {
       const int64_t row = (int64_t{n} * p.oh + oy) * p.ow * co_n;
       const int32_t* row_offsets = im.offsets.data() + im.rows.of[oy] * col_cases * co_n;
       if (!im.rescale.scale.empty() && use_avx512()) {
-        requantize_row_float32_avx512(acc + row, row_offsets, im.cols.of.data(), p.ow, co_n, im.rescale.scale.data(),
-                                      im.clamp, y + row);
+        requantize_row_avx512<Float32Group>(acc + row, row_offsets, im.cols.of.data(), p.ow, co_n, im.rescale,
+                                            im.rescale.scale.data(), im.clamp, y + row);
       } else if (im.rescale.scale.empty() && im.rescale.screenable && use_avx512()) {
-        requantize_row_fixed_avx512(acc + row, row_offsets, im.cols.of.data(), p.ow, co_n, im.rescale, im.clamp,
-                                    y + row);
+        requantize_row_avx512<FixedPointGroup>(acc + row, row_offsets, im.cols.of.data(), p.ow, co_n, im.rescale,
+                                               im.rescale.approx.data(), im.clamp, y + row);
       } else {
         for (int ox = 0; ox < p.ow; ++ox) {
           const int32_t* offset = row_offsets + im.cols.of[ox] * co_n;
