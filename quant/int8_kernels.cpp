@@ -539,15 +539,22 @@ __attribute__((target("avx512f,avx512bw,avx512dq"))) void requantize_row_avx512(
   }
 }
 
+// Both groups start from v = acc + offset and the float32 product
+// f = float(v) * scale, clamped in float to [lo - zo, hi - zo].
+__attribute__((target("avx512f,avx512bw"))) inline __m512 scaled16(const int32_t* acc, const int32_t* offset, int64_t c,
+                                                                   __mmask16 lanes, const Row16& k, __m512i& v) {
+  v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(lanes, acc + c), _mm512_maskz_loadu_epi32(lanes, offset + c));
+  return _mm512_min_ps(
+      _mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(lanes, k.scale + c)), k.lo), k.hi);
+}
+
 // Rescaling::float32: requantize_channels' float32 branch.
 struct Float32Group {
   __attribute__((target("avx512f,avx512bw,avx512dq"))) static void run(const int32_t* acc, const int32_t* offset,
                                                                         int64_t c, __mmask16 lanes, const Row16& k,
                                                                         int8_t* y) {
-    const __m512i v =
-        _mm512_add_epi32(_mm512_maskz_loadu_epi32(lanes, acc + c), _mm512_maskz_loadu_epi32(lanes, offset + c));
-    const __m512 f = _mm512_min_ps(
-        _mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(lanes, k.scale + c)), k.lo), k.hi);
+    __m512i v;
+    const __m512 f = scaled16(acc, offset, c, lanes, k, v);
     _mm512_mask_cvtsepi32_storeu_epi8(y + c, lanes, _mm512_add_epi32(_mm512_cvtps_epi32(f), k.zo));
   }
 };
@@ -587,10 +594,8 @@ struct FixedPointGroup {
   __attribute__((target("avx512f,avx512bw,avx512dq"))) static void run(const int32_t* acc, const int32_t* offset,
                                                                         int64_t c, __mmask16 lanes, const Row16& k,
                                                                         int8_t* y) {
-    const __m512i v =
-        _mm512_add_epi32(_mm512_maskz_loadu_epi32(lanes, acc + c), _mm512_maskz_loadu_epi32(lanes, offset + c));
-    const __m512 f = _mm512_min_ps(
-        _mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(lanes, k.scale + c)), k.lo), k.hi);
+    __m512i v;
+    const __m512 f = scaled16(acc, offset, c, lanes, k, v);
     // f - round_to_nearest(f), in [-1/2, 1/2] (vreduceps; imm 8: nearest, no precision exception).
     const __m512 rest = _mm512_reduce_ps(f, 8);
     const __mmask16 near_tie =
