@@ -51,6 +51,9 @@ Rescaling rescaling_from_name(const std::string& name);  // the inverse; anythin
 // Whether convolutions and fully connected layers take float32 scales
 // (float32 and onnxruntime) rather than the fixed-point multipliers.
 inline bool uses_float32_scales(Rescaling r) { return r != Rescaling::fixed_point; }
+// The shift of the codes ADD's float formula runs on: 128 for ONNX
+// Runtime's uint8 codes, 0 otherwise (AddFloat32Params::offset).
+inline int32_t add_code_offset(Rescaling r) { return r == Rescaling::onnxruntime ? 128 : 0; }
 
 // float32(input_scale * weight_scale) / output_scale, each step rounded to
 // float32 (no fused multiply-add), as ONNX Runtime's QLinearConv computes

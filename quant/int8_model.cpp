@@ -658,7 +658,7 @@ Int8Model::Prepared& Int8Model::prepared(int64_t batch) {
         p->pairs[i] = std::make_unique<int8::PairTable>(
             int8::uses_float32_scales(rescaling_)
                 ? int8::PairTable::add(int8::make_add_float32_params(
-                      a, b, oq, o.act_min, o.act_max, rescaling_ == int8::Rescaling::onnxruntime ? 128 : 0))
+                      a, b, oq, o.act_min, o.act_max, int8::add_code_offset(rescaling_)))
                 : int8::PairTable::add(int8::make_add_params(a, b, oq, o.act_min, o.act_max)));
         break;
       }
