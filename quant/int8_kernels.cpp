@@ -16,6 +16,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "core/check.h"
@@ -492,6 +493,7 @@ bool use_avx512() {
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 on its own _mm512_undefined_* in the intrinsics
+#pragma GCC diagnostic ignored "-Wuninitialized"       // (the same, where the pointwise tiles inline them)
 
 // The constants of one output row's requantization, in registers and raw
 // pointers: the int8 stores may alias anything reached through a
@@ -518,44 +520,30 @@ __attribute__((target("avx512f,avx512bw"))) inline Row16 row16(const ChannelResc
           .hi = _mm512_set1_ps(static_cast<float>(o.hi - o.zero_point))};
 }
 
-// requantize_channels for every pixel of one output row, 16 channels at a
-// time (the row's last group masked): pixel ox reads acc + ox * count and
-// offsets + col_of[ox] * count, channel c scale[c]. Group::run does one
-// group; vpmovsdb narrows (the values are clamped already). Runs only
-// where use_avx512().
-template <class Group>
-__attribute__((target("avx512f,avx512bw,avx512dq"))) void requantize_row_avx512(
-    const int32_t* acc, const int32_t* offsets, const int* col_of, int ow, int64_t count, const ChannelRescale& r,
-    const float* scale, const OutputClamp& o, int8_t* y) {
-  const Row16 k = row16(r, scale, o);
-  const int64_t full = count / 16 * 16;
-  const auto tail = static_cast<__mmask16>((1u << (count - full)) - 1);
-  for (int ox = 0; ox < ow; ++ox) {
-    const int32_t* a = acc + int64_t{ox} * count;
-    const int32_t* off = offsets + int64_t{col_of[ox]} * count;
-    int8_t* out = y + int64_t{ox} * count;
-    for (int64_t c = 0; c < full; c += 16) Group::run(a, off, c, 0xFFFF, k, out);
-    if (tail) Group::run(a, off, full, tail, k, out);
-  }
-}
-
 // Both groups start from v = acc + offset and the float32 product
-// f = float(v) * scale, clamped in float to [lo - zo, hi - zo].
-__attribute__((target("avx512f,avx512bw"))) inline __m512 scaled16(const int32_t* acc, const int32_t* offset, int64_t c,
-                                                                   __mmask16 lanes, const Row16& k, __m512i& v) {
-  v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(lanes, acc + c), _mm512_maskz_loadu_epi32(lanes, offset + c));
+// f = float(v) * scale, clamped in float to [lo - zo, hi - zo]. A group's
+// code(v, c, lanes, k) is the output codes of channels c .. c + 15 (as
+// int32, clamped); requantize16 loads v from a row of sums and stores them.
+__attribute__((target("avx512f,avx512bw"))) inline __m512 scaled16(__m512i v, int64_t c, __mmask16 lanes,
+                                                                   const Row16& k) {
   return _mm512_min_ps(
       _mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(lanes, k.scale + c)), k.lo), k.hi);
 }
 
+template <class Group>
+__attribute__((target("avx512f,avx512bw,avx512dq"))) inline void requantize16(const int32_t* acc, const int32_t* offset,
+                                                                               int64_t c, __mmask16 lanes,
+                                                                               const Row16& k, int8_t* y) {
+  const __m512i v =
+      _mm512_add_epi32(_mm512_maskz_loadu_epi32(lanes, acc + c), _mm512_maskz_loadu_epi32(lanes, offset + c));
+  _mm512_mask_cvtsepi32_storeu_epi8(y + c, lanes, Group::code(v, c, lanes, k));
+}
+
 // Rescaling::float32: requantize_channels' float32 branch.
 struct Float32Group {
-  __attribute__((target("avx512f,avx512bw,avx512dq"))) static void run(const int32_t* acc, const int32_t* offset,
-                                                                        int64_t c, __mmask16 lanes, const Row16& k,
-                                                                        int8_t* y) {
-    __m512i v;
-    const __m512 f = scaled16(acc, offset, c, lanes, k, v);
-    _mm512_mask_cvtsepi32_storeu_epi8(y + c, lanes, _mm512_add_epi32(_mm512_cvtps_epi32(f), k.zo));
+  __attribute__((target("avx512f,avx512bw,avx512dq"))) static __m512i code(__m512i v, int64_t c, __mmask16 lanes,
+                                                                           const Row16& k) {
+    return _mm512_add_epi32(_mm512_cvtps_epi32(scaled16(v, c, lanes, k)), k.zo);
   }
 };
 
@@ -591,19 +579,363 @@ struct FixedPointGroup {
     return _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(rounded, k.zo), k.lo_code), k.hi_code);
   }
 
-  __attribute__((target("avx512f,avx512bw,avx512dq"))) static void run(const int32_t* acc, const int32_t* offset,
-                                                                        int64_t c, __mmask16 lanes, const Row16& k,
-                                                                        int8_t* y) {
-    __m512i v;
-    const __m512 f = scaled16(acc, offset, c, lanes, k, v);
+  __attribute__((target("avx512f,avx512bw,avx512dq"))) static __m512i code(__m512i v, int64_t c, __mmask16 lanes,
+                                                                           const Row16& k) {
+    const __m512 f = scaled16(v, c, lanes, k);
     // f - round_to_nearest(f), in [-1/2, 1/2] (vreduceps; imm 8: nearest, no precision exception).
     const __m512 rest = _mm512_reduce_ps(f, 8);
     const __mmask16 near_tie =
         _mm512_mask_cmp_ps_mask(lanes, _mm512_abs_ps(rest), _mm512_set1_ps(0.5f - kTieBand), _CMP_GT_OQ);
-    const __m512i q = near_tie == 0 ? _mm512_add_epi32(_mm512_cvtps_epi32(f), k.zo) : exact16(v, k, c, lanes);
-    _mm512_mask_cvtsepi32_storeu_epi8(y + c, lanes, q);
+    return near_tie == 0 ? _mm512_add_epi32(_mm512_cvtps_epi32(f), k.zo) : exact16(v, k, c, lanes);
   }
 };
+
+// requantize_channels for every pixel of one output row, 16 channels at a
+// time (the row's last group masked): pixel ox reads acc + ox * count and
+// offsets + col_of[ox] * count, channel c scale[c]. requantize16<Group> does one
+// group; vpmovsdb narrows (the values are clamped already). Runs only
+// where use_avx512().
+template <class Group>
+__attribute__((target("avx512f,avx512bw,avx512dq"))) void requantize_row_avx512(
+    const int32_t* acc, const int32_t* offsets, const int* col_of, int ow, int64_t count, const ChannelRescale& r,
+    const float* scale, const OutputClamp& o, int8_t* y) {
+  const Row16 k = row16(r, scale, o);
+  const int64_t full = count / 16 * 16;
+  const auto tail = static_cast<__mmask16>((1u << (count - full)) - 1);
+  for (int ox = 0; ox < ow; ++ox) {
+    const int32_t* a = acc + int64_t{ox} * count;
+    const int32_t* off = offsets + int64_t{col_of[ox]} * count;
+    int8_t* out = y + int64_t{ox} * count;
+    for (int64_t c = 0; c < full; c += 16) requantize16<Group>(a, off, c, 0xFFFF, k, out);
+    if (tail) requantize16<Group>(a, off, full, tail, k, out);
+  }
+}
+
+// ---- pointwise convolution, requantized in registers (AVX-512 VNNI) -------------
+//
+// A 1x1 convolution with stride 1 and no padding is the product of the
+// [pixels, c_in] codes with the [c_in, c_out] weights. oneDNN computes it
+// fast but hands back int32 sums that the requantization then reads again;
+// on the MobileNets' wide, shallow layers (c_in 16 to 384 against up to
+// 1,152 outputs per pixel) that round trip through memory costs more than
+// the product itself. Here a tile of MR pixels by NV * 16 channels keeps its
+// sums in registers from the first input channel to the int8 store.
+//
+// vpdpbusd multiplies unsigned by signed bytes, four at a time: the codes go
+// in as x + 128 (their sign bit flipped) and the offsets lose 128 * Σ w.
+// It does not saturate, and |Σ (x + 128) * w| < 255 * 127 * c_in < 2^31, so
+// the sums are the reference's exactly (no f32 detour, nothing to recompute).
+// Weights are packed per block of NV * 16 channels as [c_in / 4][NV][16][4]:
+// one 64-byte load gives 16 channels their four taps. Past c_in = 512 oneDNN's
+// kernel is the faster (its reuse of loaded weights is better): there the
+// kernel keeps to oneDNN.
+constexpr int kPointwiseMaxCin = 512;
+
+// VNNI, and VL for the depthwise kernel's 16-byte masked loads (every
+// AVX-512 CPU with VNNI has both).
+bool cpu_has_avx512_vnni() {
+  static const bool has = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+  return has;
+}
+
+// Pixels per tile for NV vectors of 16 channels: MR * NV accumulators plus
+// NV weight vectors and a broadcast fit AVX-512's 32 registers.
+constexpr int pointwise_rows(int nv) { return nv == 1 ? 12 : nv == 2 ? 10 : nv == 3 ? 6 : 5; }
+// Pixels per parallel chunk: a multiple of every pointwise_rows.
+constexpr int64_t kPointwiseChunk = 60;
+
+struct PointwiseBlock {
+  int first_channel = 0, vectors = 0;  // channels [first, first + 16 * vectors), the last vector maybe partial
+  size_t weights_at = 0;               // into Pointwise::weights
+};
+
+struct Pointwise {
+  int c_in = 0, c_out = 0;
+  std::vector<PointwiseBlock> blocks;
+  std::vector<int8_t> weights;   // the blocks' packed weights, one after another
+  std::vector<int32_t> offsets;  // [c_out rounded up to 16]: offsets - 128 * Σ w (wrapping)
+
+  Pointwise(const int8_t* w, const int32_t* offsets_in, int c_in_, int c_out_) : c_in(c_in_), c_out(c_out_) {
+    size_t at = 0;
+    for (int first = 0; first < c_out;) {
+      const int vectors = std::min(4, (c_out - first + 15) / 16);
+      blocks.push_back({first, vectors, at});
+      at += static_cast<size_t>(c_in) * vectors * 16;
+      first += vectors * 16;
+    }
+    weights.assign(at, 0);
+    for (const PointwiseBlock& b : blocks)
+      for (int ci = 0; ci < c_in; ++ci)
+        for (int lane = 0; lane < b.vectors * 16; ++lane) {
+          const int co = b.first_channel + lane;
+          if (co >= c_out) continue;
+          weights[b.weights_at + (static_cast<size_t>(ci / 4) * b.vectors + lane / 16) * 64 + (lane % 16) * 4 + ci % 4] =
+              w[static_cast<size_t>(ci) * c_out + co];
+        }
+    offsets.assign((c_out + 15) / 16 * 16, 0);
+    for (int co = 0; co < c_out; ++co) {
+      uint32_t sum = 0;
+      for (int ci = 0; ci < c_in; ++ci) sum += static_cast<uint32_t>(int32_t{w[static_cast<size_t>(ci) * c_out + co]});
+      offsets[co] = static_cast<int32_t>(static_cast<uint32_t>(offsets_in[co]) - 128u * sum);
+    }
+  }
+};
+
+// acc += the four unsigned bytes of each lane of u times the signed bytes of
+// w. In asm: GCC 12 copies the accumulators of the intrinsic's form between
+// registers (and spills them) instead of updating them in place.
+__attribute__((target("avx512f,avx512vnni"))) inline __m512i dot4(__m512i acc, __m512i u, __m512i w) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(w));
+  return acc;
+}
+
+// One tile: pixels x[0 .. MR) (rows of c_in codes) by the block's NV vectors
+// of channels, written to y[m * c_out + first_channel + ...].
+template <int MR, int NV, class Group>
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vnni"))) inline void pointwise_tile(
+    const Pointwise& pw, const PointwiseBlock& b, const int8_t* x, const Row16& k, int8_t* y) {
+  const int c_in = pw.c_in;
+  const int8_t* w = pw.weights.data() + b.weights_at;
+  __m512i acc[MR][NV];
+#pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[m][v] = _mm512_setzero_si512();
+  const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80808080u));
+  for (int q = 0; q < c_in / 4; ++q) {
+    __m512i wv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_si512(w + (static_cast<size_t>(q) * NV + v) * 64);
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m) {
+      int32_t four;
+      std::memcpy(&four, x + static_cast<size_t>(m) * c_in + 4 * q, 4);
+      const __m512i u = _mm512_xor_si512(_mm512_set1_epi32(four), sign);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[m][v] = dot4(acc[m][v], u, wv[v]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    const int c = b.first_channel + 16 * v, left = pw.c_out - c;
+    const auto lanes = static_cast<__mmask16>(left >= 16 ? 0xFFFF : (1u << left) - 1);
+    const __m512i offset = _mm512_loadu_si512(pw.offsets.data() + c);
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m) {
+      const __m512i q = Group::code(_mm512_add_epi32(acc[m][v], offset), c, lanes, k);
+      int8_t* out = y + static_cast<size_t>(m) * pw.c_out + c;
+      if (lanes == 0xFFFF)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtsepi32_epi8(q));
+      else
+        _mm512_mask_cvtsepi32_storeu_epi8(out, lanes, q);
+    }
+  }
+}
+
+// Pixels [0, count) of x through one block: whole tiles, then single pixels.
+template <int NV, class Group>
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vnni"))) void pointwise_block(const Pointwise& pw,
+                                                                                     const PointwiseBlock& b,
+                                                                                     const int8_t* x, int64_t count,
+                                                                                     const Row16& k, int8_t* y) {
+  constexpr int kRows = pointwise_rows(NV);
+  int64_t m = 0;
+  for (; m + kRows <= count; m += kRows) pointwise_tile<kRows, NV, Group>(pw, b, x + m * pw.c_in, k, y + m * pw.c_out);
+  for (; m < count; ++m) pointwise_tile<1, NV, Group>(pw, b, x + m * pw.c_in, k, y + m * pw.c_out);
+}
+
+template <class Group>
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vnni"))) void pointwise_run(const Pointwise& pw, const int8_t* x, int64_t pixels, const ChannelRescale& r, const float* scale,
+                   const OutputClamp& o, int8_t* y) {
+  const Row16 k = row16(r, scale, o);
+  const int64_t chunks = (pixels + kPointwiseChunk - 1) / kPointwiseChunk;
+#pragma omp parallel for if (pixels * pw.c_out > 65536)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const int64_t first = chunk * kPointwiseChunk, count = std::min(kPointwiseChunk, pixels - first);
+    const int8_t* xc = x + first * pw.c_in;
+    int8_t* yc = y + first * pw.c_out;
+    for (const PointwiseBlock& b : pw.blocks) switch (b.vectors) {
+        case 1: pointwise_block<1, Group>(pw, b, xc, count, k, yc); break;
+        case 2: pointwise_block<2, Group>(pw, b, xc, count, k, yc); break;
+        case 3: pointwise_block<3, Group>(pw, b, xc, count, k, yc); break;
+        default: pointwise_block<4, Group>(pw, b, xc, count, k, yc); break;
+      }
+  }
+}
+
+// ---- depthwise convolution, requantized in registers (AVX-512 VNNI) ------------
+//
+// The same round trip dominates oneDNN's depthwise convolutions (one multiply
+// per tap and output against a 4-byte sum written and read back). Here 16
+// channels of B neighbouring outputs of one row accumulate in registers:
+// per tap, each output's 16 input codes are sign-extended to int32 lanes and
+// vpdpwssd adds code * weight (the weights are int32 lanes whose upper
+// int16 is zero, so the pair sum is the one product). Taps outside the input
+// get a zero weight and read a clamped address instead: the sum is then over
+// the taps inside, as the offsets of the output's border case expect. Square
+// 3x3 and 5x5 kernels, any stride and dilation; other shapes keep to oneDNN.
+struct Depthwise {
+  int k = 0, channels = 0;
+  std::vector<int32_t> weights;  // [k * k][channels rounded up to 16]: each weight in the low int16
+
+  Depthwise(const int8_t* w, int k_, int c) : k(k_), channels((c + 15) / 16 * 16) {
+    weights.assign(static_cast<size_t>(k) * k * channels, 0);
+    for (int t = 0; t < k * k; ++t)
+      for (int ch = 0; ch < c; ++ch)
+        weights[static_cast<size_t>(t) * channels + ch] =
+            static_cast<int32_t>(static_cast<uint16_t>(int16_t{w[static_cast<size_t>(t) * c + ch]}));
+  }
+};
+
+// acc += the products of the int16 pairs of x and w, summed per int32 lane.
+// In asm for the reason dot4 is.
+__attribute__((target("avx512f,avx512vnni"))) inline __m512i dot2(__m512i acc, __m512i x, __m512i w) {
+  asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w));
+  return acc;
+}
+
+// Where one output row of a depthwise convolution reads and writes.
+struct DepthwiseRow {
+  const int8_t* x;          // image n's input codes [h][w][c]
+  int8_t* y;                // the output row [ow][c]
+  const int32_t* offsets;   // the row case's offsets [column case][c]
+  const int* column_case;   // [ow]
+  const Span* column_taps;  // by column case
+  Span rows;                // the row's taps inside the input
+  int first_row = 0;        // input row of tap 0: oy * stride - pad_top
+};
+
+// One output row, 16 channels at a time. The row's taps outside the input
+// get zero weights once per channel group (and read a clamped row). The
+// interior outputs, whose every column tap lies inside the input, go in
+// blocks of 8, 4 and 1 sharing the group's weights; the few border outputs
+// one at a time, with zero weights for their columns outside. kStride and
+// kDilation: the convolution's (along rows), or 0 where given at run time.
+template <int K, int kStride, int kDilation, class Group>
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni"))) void depthwise_row(const ConvParams& p,
+                                                                                            const Depthwise& dw,
+                                                                                            const DepthwiseRow& row,
+                                                                                            const Row16& k) {
+  const int c_in = p.c_in, stride = kStride > 0 ? kStride : p.stride_w, dilation = kStride > 0 ? kDilation : p.dilation_w;
+  const int64_t step = int64_t{stride} * c_in;  // from one output's input to the next's
+  const int reach = (K - 1) * dilation;         // from a window's first column to its last
+  const int ox_lo = std::min(p.ow, (p.pad_left + stride - 1) / stride);
+  const int ox_hi = std::max(ox_lo, std::min(p.ow, (p.w - 1 - reach + p.pad_left) / stride + 1));
+  const int8_t* rows[K];
+  for (int ky = 0; ky < K; ++ky)
+    rows[ky] = row.x + static_cast<int64_t>(std::clamp(row.first_row + ky * p.dilation_h, 0, p.h - 1)) * p.w * c_in;
+  for (int c = 0; c < c_in; c += 16) {
+    const auto lanes = static_cast<__mmask16>(c_in - c >= 16 ? 0xFFFF : (1u << (c_in - c)) - 1);
+    __m512i w[K * K];
+#pragma GCC unroll 25
+    for (int t = 0; t < K * K; ++t) {
+      const int ky = t / K;
+      w[t] = ky >= row.rows.lo && ky < row.rows.hi
+                 ? _mm512_loadu_si512(dw.weights.data() + static_cast<size_t>(t) * dw.channels + c)
+                 : _mm512_setzero_si512();
+    }
+    auto finish = [&](__m512i acc, int ox) __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni"), always_inline)) {
+      const int32_t* offset = row.offsets + static_cast<int64_t>(row.column_case[ox]) * c_in + c;
+      const __m512i v = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(lanes, offset));
+      _mm512_mask_cvtsepi32_storeu_epi8(row.y + static_cast<int64_t>(ox) * c_in + c, lanes, Group::code(v, c, lanes, k));
+    };
+    auto input = [&](const int8_t* at) __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni"), always_inline)) { return _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, at)); };
+    auto interior = [&](auto outputs, int ox) __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni"),
+                                                               always_inline)) {
+      constexpr int B = decltype(outputs)::value;
+      const int64_t first = static_cast<int64_t>(ox * stride - p.pad_left) * c_in + c;
+      __m512i acc[B];
+#pragma GCC unroll 8
+      for (int j = 0; j < B; ++j) acc[j] = _mm512_setzero_si512();
+      if constexpr (kStride > 0) {
+        // Input column `col` of the block (from its first output's first
+        // tap) serves output j through tap kx wherever kx * kDilation +
+        // j * kStride == col: each column is loaded once for all of them.
+        constexpr int kColumns = (B - 1) * kStride + (K - 1) * kDilation + 1;
+#pragma GCC unroll 5
+        for (int ky = 0; ky < K; ++ky) {
+          const int8_t* at = rows[ky] + first;
+#pragma GCC unroll 32
+          for (int col = 0; col < kColumns; ++col, at += c_in) {
+            const __m512i v = input(at);
+#pragma GCC unroll 8
+            for (int j = 0; j < B; ++j) {
+              const int tap = col - j * kStride;
+              if (tap >= 0 && tap % kDilation == 0 && tap / kDilation < K)
+                acc[j] = dot2(acc[j], v, w[ky * K + tap / kDilation]);
+            }
+          }
+        }
+      } else {
+#pragma GCC unroll 5
+        for (int ky = 0; ky < K; ++ky)
+#pragma GCC unroll 5
+          for (int kx = 0; kx < K; ++kx)
+#pragma GCC unroll 8
+            for (int j = 0; j < B; ++j)
+              acc[j] = dot2(acc[j], input(rows[ky] + first + int64_t{kx} * dilation * c_in + j * step), w[ky * K + kx]);
+      }
+#pragma GCC unroll 8
+      for (int j = 0; j < B; ++j) finish(acc[j], ox + j);
+    };
+    auto border = [&](int ox) __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni"), always_inline)) {
+      // Taps outside: zero weight, clamped column. One accumulator per row
+      // of taps, so the chain of dependent dot2s is K long, not K * K.
+      const Span cols = row.column_taps[row.column_case[ox]];
+      const int first_col = ox * stride - p.pad_left;
+      __m512i acc[K];
+#pragma GCC unroll 5
+      for (int ky = 0; ky < K; ++ky) acc[ky] = _mm512_setzero_si512();
+#pragma GCC unroll 5
+      for (int kx = 0; kx < K; ++kx) {
+        const bool inside = kx >= cols.lo && kx < cols.hi;
+        const int64_t at = static_cast<int64_t>(std::clamp(first_col + kx * dilation, 0, p.w - 1)) * c_in + c;
+#pragma GCC unroll 5
+        for (int ky = 0; ky < K; ++ky)
+          acc[ky] = dot2(acc[ky], input(rows[ky] + at), inside ? w[ky * K + kx] : _mm512_setzero_si512());
+      }
+#pragma GCC unroll 5
+      for (int ky = 1; ky < K; ++ky) acc[0] = _mm512_add_epi32(acc[0], acc[ky]);
+      finish(acc[0], ox);
+    };
+    int ox = 0;
+    for (; ox < ox_lo; ++ox) border(ox);
+    for (; ox + 8 <= ox_hi; ox += 8) interior(std::integral_constant<int, 8>{}, ox);
+    for (; ox + 4 <= ox_hi; ox += 4) interior(std::integral_constant<int, 4>{}, ox);
+    for (; ox < ox_hi; ++ox) interior(std::integral_constant<int, 1>{}, ox);
+    for (; ox < p.ow; ++ox) border(ox);
+  }
+}
+
+template <class Group>
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni"))) void depthwise_run(
+    const ConvParams& p, const Depthwise& dw, const BorderCases& rows, const BorderCases& cols,
+    const std::vector<int32_t>& offsets, const ChannelRescale& r, const float* scale, const OutputClamp& o,
+    const int8_t* x, int8_t* y) {
+  const Row16 k = row16(r, scale, o);
+  const int64_t col_cases = static_cast<int64_t>(cols.taps.size());
+#pragma omp parallel for collapse(2) if (int64_t{p.n} * p.oh * p.ow * p.c_in > 65536)
+  for (int n = 0; n < p.n; ++n)
+    for (int oy = 0; oy < p.oh; ++oy) {
+      const DepthwiseRow row{.x = x + static_cast<int64_t>(n) * p.h * p.w * p.c_in,
+                             .y = y + (static_cast<int64_t>(n) * p.oh + oy) * p.ow * p.c_in,
+                             .offsets = offsets.data() + rows.of[oy] * col_cases * p.c_in,
+                             .column_case = cols.of.data(),
+                             .column_taps = cols.taps.data(),
+                             .rows = rows.taps[rows.of[oy]],
+                             .first_row = oy * p.stride_h - p.pad_top};
+      const bool dense = p.dilation_w == 1 && p.stride_w <= 2;  // the usual shapes, with compile-time steps
+      if (dw.k == 3 && dense)
+        p.stride_w == 1 ? depthwise_row<3, 1, 1, Group>(p, dw, row, k) : depthwise_row<3, 2, 1, Group>(p, dw, row, k);
+      else if (dw.k == 3)
+        depthwise_row<3, 0, 0, Group>(p, dw, row, k);
+      else if (dense)
+        p.stride_w == 1 ? depthwise_row<5, 1, 1, Group>(p, dw, row, k) : depthwise_row<5, 2, 1, Group>(p, dw, row, k);
+      else
+        depthwise_row<5, 0, 0, Group>(p, dw, row, k);
+    }
+}
+
 #pragma GCC diagnostic pop
 
 // ---- Conv2dKernel ----------------------------------------------------------------
@@ -633,6 +965,10 @@ struct Conv2dKernel::Impl {
   std::unique_ptr<void, decltype(&std::free)> own_scratch{nullptr, &std::free};
   dnnl::convolution_forward conv;
   memory src, wei, dst;
+  // A pointwise convolution the CPU can run in registers (AVX-512 VNNI):
+  // run() takes that path while use_avx512() (else oneDNN's, as set up).
+  std::unique_ptr<Pointwise> pointwise;
+  std::unique_ptr<Depthwise> depthwise;  // the same for a depthwise convolution
 
   void setup_onednn(const ConvParams& p, const int8_t* weights);
   void recompute_row(const ConvParams& p, const int8_t* x, const int32_t* acc, int n, int oy, int8_t* y) const;
@@ -738,6 +1074,14 @@ Conv2dKernel::Conv2dKernel(const ConvParams& p, const int8_t* weights, const int
     }
 
   im.setup_onednn(p, weights);
+  const bool pointwise_shape = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.groups == 1 &&
+                               p.pad_top == 0 && p.pad_left == 0 && p.oh == p.h && p.ow == p.w && p.c_in % 4 == 0 &&
+                               p.c_in < kPointwiseMaxCin && im.offsets.size() == static_cast<size_t>(co_n);
+  if (pointwise_shape && cpu_has_avx512_vnni() && (!im.rescale.scale.empty() || im.rescale.screenable))
+    im.pointwise = std::make_unique<Pointwise>(weights, im.offsets.data(), p.c_in, p.c_out);
+  const bool depthwise_shape = p.groups == p.c_in && p.c_out == p.c_in && p.kh == p.kw && (p.kh == 3 || p.kh == 5);
+  if (depthwise_shape && cpu_has_avx512_vnni() && (!im.rescale.scale.empty() || im.rescale.screenable))
+    im.depthwise = std::make_unique<Depthwise>(weights, p.kh, p.c_in);
   // |x| <= 128: below this bound no Σ x*w reaches 2^24.
   im.scan = im.use_onednn && 128 * *std::max_element(abs_sum.begin(), abs_sum.end()) > (int64_t{1} << 24);
   if (!im.use_onednn || im.scan) im.weights.assign(weights, weights + taps * ci_g * co_n);
@@ -748,7 +1092,11 @@ Conv2dKernel::~Conv2dKernel() = default;
 
 size_t Conv2dKernel::scratch_bytes() const { return impl_->acc_bytes + impl_->crop_bytes; }
 
-const char* Conv2dKernel::path() const { return impl_->use_onednn ? "onednn" : "direct"; }
+const char* Conv2dKernel::path() const {
+  if (impl_->pointwise && use_avx512()) return "pointwise";
+  if (impl_->depthwise && use_avx512()) return "depthwise";
+  return impl_->use_onednn ? "onednn" : "direct";
+}
 
 void Conv2dKernel::run(const int8_t* x, int8_t* y) {
   Impl& im = *impl_;
@@ -762,6 +1110,23 @@ void Conv2dKernel::run(const int8_t* x, int8_t* y) {
 void Conv2dKernel::run(const int8_t* x, int8_t* y, void* scratch) {
   const ConvParams& p = p_;
   Impl& im = *impl_;
+  if (im.pointwise && use_avx512()) {
+    const int64_t pixels = int64_t{p.n} * p.h * p.w;
+    if (!im.rescale.scale.empty())
+      pointwise_run<Float32Group>(*im.pointwise, x, pixels, im.rescale, im.rescale.scale.data(), im.clamp, y);
+    else
+      pointwise_run<FixedPointGroup>(*im.pointwise, x, pixels, im.rescale, im.rescale.approx.data(), im.clamp, y);
+    return;
+  }
+  if (im.depthwise && use_avx512()) {
+    if (!im.rescale.scale.empty())
+      depthwise_run<Float32Group>(p, *im.depthwise, im.rows, im.cols, im.offsets, im.rescale, im.rescale.scale.data(),
+                                  im.clamp, x, y);
+    else
+      depthwise_run<FixedPointGroup>(p, *im.depthwise, im.rows, im.cols, im.offsets, im.rescale,
+                                     im.rescale.approx.data(), im.clamp, x, y);
+    return;
+  }
   auto* acc = static_cast<int32_t*>(scratch);
   if (im.use_onednn) {
     const int8_t* src = x;

@@ -67,6 +67,8 @@ int32_t rescale_float32(int32_t x, float scale, int32_t zero_point, int32_t lo, 
 // rescalings) use it where the CPU has AVX-512; false makes them take their
 // AVX2 form, so tests can check both on one machine.
 void set_avx512_for_testing(bool allowed);
+// Whether the AVX-512 forms run: the CPU has AVX-512 F, BW and DQ, and tests allow them.
+bool use_avx512();
 
 // ---- convolution (regular and depthwise) -----------------------------------
 
@@ -116,7 +118,9 @@ class Conv2dKernel {
   void run(const int8_t* x, int8_t* y, void* scratch);
   size_t scratch_bytes() const;
   const ConvParams& params() const { return p_; }
-  // How run() computes the accumulators: "onednn" or "direct" (tests, profiles).
+  // How run() computes the accumulators: "pointwise" (a 1x1 convolution
+  // requantized in registers, AVX-512 VNNI), "depthwise" (the same for a
+  // 3x3 or 5x5 depthwise one), "onednn" or "direct" (tests, profiles).
   const char* path() const;
 
  private:

@@ -100,6 +100,24 @@ std::vector<ConvCase> conv_cases() {
   cut.ow = 2;
   cases.push_back({"unread rows and columns past the last window", cut});
   cases.push_back({"1x1 input and output (fully connected)", conv(2, 1, 1, 200, 24, 1, 1, 1, 1, false, 60, -1)});
+  // The pointwise kernel (AVX-512 VNNI): blocks of 64 channels and a
+  // 2-lane tail; 48 channels (3 vectors) over a partial tile of pixels; the
+  // deepest input it takes.
+  cases.push_back({"pointwise: 130 output channels", conv(1, 7, 9, 36, 130, 1, 1, 1, 1, true, 21, -9)});
+  cases.push_back({"pointwise: batch 3, 48 output channels", conv(3, 5, 5, 12, 48, 1, 1, 1, 1, true, -128, 4)});
+  cases.push_back({"pointwise: 508 input channels", conv(1, 4, 5, 508, 20, 1, 1, 1, 1, true, 127, 0)});
+  // The depthwise kernel: rows wide enough for blocks of 8, 4 and 1
+  // outputs; 5x5; VALID stride 2; dilation (its run-time-step form); and
+  // windows wholly in the padding.
+  cases.push_back({"depthwise 3x3, wide rows, 33 channels", conv(1, 6, 21, 33, 33, 3, 1, 1, 33, true, -7, 2)});
+  cases.push_back({"depthwise 5x5 stride 1, wide rows", conv(1, 9, 22, 16, 16, 5, 1, 1, 16, true, 50, -3)});
+  cases.push_back({"depthwise 3x3 VALID stride 2", conv(1, 9, 27, 32, 32, 3, 2, 1, 32, false, 70, 1)});
+  cases.push_back({"depthwise 3x3 dilation 2", conv(1, 12, 20, 20, 20, 3, 1, 2, 20, true, 5, 3)});
+  cases.push_back({"depthwise 5x5 dilation 2, stride 2", conv(1, 14, 19, 16, 16, 5, 2, 2, 16, true, -90, 0)});
+  ConvParams wide_dw = conv(1, 6, 6, 16, 16, 3, 1, 1, 16, false, 33, 4);
+  wide_dw.pad_top = wide_dw.pad_left = 3;
+  wide_dw.oh = wide_dw.ow = 10;
+  cases.push_back({"depthwise, padding wider than the window", wide_dw});
   return cases;
 }
 
@@ -129,6 +147,13 @@ ConvData conv_data(const ConvParams& p, std::mt19937& rng) {
 
 size_t output_size(const ConvParams& p) { return static_cast<size_t>(p.n) * p.oh * p.ow * p.c_out; }
 
+// The CPU features of Conv2dKernel's pointwise and depthwise kernels.
+bool cpu_has_avx512_vnni_for_test() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512vnni");
+}
+
 }  // namespace
 
 TEST_CASE("int8 kernels: Conv2dKernel matches ref::conv2d byte for byte") {
@@ -147,6 +172,11 @@ TEST_CASE("int8 kernels: Conv2dKernel matches ref::conv2d byte for byte") {
         Conv2dKernel kernel(p, d.weights.data(), d.bias.data(), d.multipliers);
         kernel.run(d.x.data(), y.data());
         CHECK(y == y_ref);
+        // The cases named for a kernel take it where the CPU can (and only with AVX-512 allowed).
+        if (cpu_has_avx512_vnni_for_test() && c.name.rfind("pointwise", 0) == 0)
+          CHECK(std::string(kernel.path()) == (avx512 ? "pointwise" : "onednn"));
+        if (cpu_has_avx512_vnni_for_test() && c.name.rfind("depthwise", 0) == 0)
+          CHECK(std::string(kernel.path()) == (avx512 ? "depthwise" : "onednn"));
         // The outputs are not all clamped: the case tests the arithmetic.
         CHECK(max_code_diff(y_ref, std::vector<int8_t>(y_ref.size(), y_ref[0])) > 0);
         // A second run on new input reuses the prepared primitive and scratch.
@@ -254,6 +284,16 @@ TEST_CASE("int8 kernels: Conv2dKernel is exact on rounding ties and near them") 
             float_differs += want != y_ref[(int64_t{n} * p.h * p.w + i) * p.c_out + co];
           }
       CHECK(float_differs > 0);
+      // The same multipliers through a depthwise convolution.
+      const ConvParams q = conv(2, 9, 11, 40, 40, 3, 1, 1, 40, true, zi, -5);
+      ConvData e = conv_data(q, rng);
+      e.weights = random_codes(e.weights.size(), rng, -20, 20);
+      for (int32_t& v : e.bias) v = b(rng);
+      e.multipliers = d.multipliers;
+      std::vector<int8_t> z(output_size(q)), z_ref(output_size(q));
+      ref::conv2d(q, e.weights.data(), e.bias.data(), e.multipliers.data(), e.x.data(), z_ref.data());
+      Conv2dKernel(q, e.weights.data(), e.bias.data(), e.multipliers).run(e.x.data(), z.data());
+      CHECK(z == z_ref);
     }
   }
   set_avx512_for_testing(true);
@@ -1104,7 +1144,12 @@ bool same_codes(const Tensor& a, const Tensor& b) {
 TEST_CASE("int8 runtime: every op equals its naive reference; shared buffers change nothing") {
   Int8Model m = test_graph();
   std::mt19937 rng(28);
+  // The AVX-512 forms (input quantization, the pointwise and depthwise
+  // kernels) where the CPU has them, and the others.
+  for (const bool avx512 : {true, false})
   for (int64_t batch : {1, 2}) {
+    set_avx512_for_testing(avx512);
+    CAPTURE(avx512);
     CAPTURE(batch);
     for (int trial = 0; trial < 2; ++trial) {
       // Images across the input grid and past it (clamped); some exactly on code boundaries.
@@ -1112,6 +1157,8 @@ TEST_CASE("int8 runtime: every op equals its naive reference; shared buffers cha
       const AffineQuant& iq = m.values()[0].quant;
       for (int64_t e = 0; e < images.numel(); e += 7)
         images.data<float>()[e] = iq.nudged_min + (static_cast<float>(e % 256) + 0.5f) * iq.scale;
+      images.data<float>()[3] = std::numeric_limits<float>::infinity();
+      images.data<float>()[5] = -std::numeric_limits<float>::infinity();
       std::vector<Tensor> codes;
       const Tensor with_codes = m.run(images, &codes);
       REQUIRE(codes.size() == m.values().size());
@@ -1126,6 +1173,7 @@ TEST_CASE("int8 runtime: every op equals its naive reference; shared buffers cha
       CHECK(std::equal(plain.data<float>(), plain.data<float>() + plain.numel(), with_codes.data<float>()));
     }
   }
+  set_avx512_for_testing(true);
 }
 
 TEST_CASE("int8 runtime: the profile has every op type that ran") {
