@@ -820,7 +820,10 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni"))) void de
   const int64_t step = int64_t{stride} * c_in;  // from one output's input to the next's
   const int reach = (K - 1) * dilation;         // from a window's first column to its last
   const int ox_lo = std::min(p.ow, (p.pad_left + stride - 1) / stride);
-  const int ox_hi = std::max(ox_lo, std::min(p.ow, (p.w - 1 - reach + p.pad_left) / stride + 1));
+  // The last interior output's window starts at most w - 1 - reach (none
+  // where that is negative: inputs narrower than a window).
+  const int last_start = p.w - 1 - reach + p.pad_left;
+  const int ox_hi = last_start < 0 ? ox_lo : std::max(ox_lo, std::min(p.ow, last_start / stride + 1));
   const int8_t* rows[K];
   for (int ky = 0; ky < K; ++ky)
     rows[ky] = row.x + static_cast<int64_t>(std::clamp(row.first_row + ky * p.dilation_h, 0, p.h - 1)) * p.w * c_in;

@@ -114,6 +114,11 @@ std::vector<ConvCase> conv_cases() {
   cases.push_back({"depthwise 3x3 VALID stride 2", conv(1, 9, 27, 32, 32, 3, 2, 1, 32, false, 70, 1)});
   cases.push_back({"depthwise 3x3 dilation 2", conv(1, 12, 20, 20, 20, 3, 1, 2, 20, true, 5, 3)});
   cases.push_back({"depthwise 5x5 dilation 2, stride 2", conv(1, 14, 19, 16, 16, 5, 2, 2, 16, true, -90, 0)});
+  // Inputs narrower than a window (MobileNetV2's last blocks at 32x32):
+  // every output at the border, on both sides at once.
+  cases.push_back({"depthwise 3x3 stride 2 SAME, 2x2 input", conv(2, 2, 2, 48, 48, 3, 2, 1, 48, true, -128, 5)});
+  cases.push_back({"depthwise 5x5 SAME, 3x3 input", conv(1, 3, 3, 40, 40, 5, 1, 1, 40, true, 12, -4)});
+  cases.push_back({"depthwise 3x3 SAME, 1x1 input", conv(1, 1, 1, 24, 24, 3, 1, 1, 24, true, 100, 0)});
   ConvParams wide_dw = conv(1, 6, 6, 16, 16, 3, 1, 1, 16, false, 33, 4);
   wide_dw.pad_top = wide_dw.pad_left = 3;
   wide_dw.oh = wide_dw.ow = 10;
