@@ -22,6 +22,17 @@
 #include "core/check.h"
 #include "core/dnnl_util.h"
 
+// Full unrolling of the kernels' small fixed loops, for GCC: unrolled, it
+// keeps each tile's accumulators in registers. Clang (the sanitizer build)
+// leaves them rolled: unrolled and instrumented, this file took 14 minutes
+// to compile there.
+#define BONSAI_PRAGMA(x) _Pragma(#x)
+#if defined(__clang__)
+#define BONSAI_UNROLL(n)
+#else
+#define BONSAI_UNROLL(n) BONSAI_PRAGMA(GCC unroll n)
+#endif
+
 namespace bonsai::quant::int8 {
 
 using dnnl::memory;
@@ -697,30 +708,30 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vnni"))) inline void poin
   const int c_in = pw.c_in;
   const int8_t* w = pw.weights.data() + b.weights_at;
   __m512i acc[MR][NV];
-#pragma GCC unroll 16
+BONSAI_UNROLL(16)
   for (int m = 0; m < MR; ++m)
-#pragma GCC unroll 4
+BONSAI_UNROLL(4)
     for (int v = 0; v < NV; ++v) acc[m][v] = _mm512_setzero_si512();
   const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80808080u));
   for (int q = 0; q < c_in / 4; ++q) {
     __m512i wv[NV];
-#pragma GCC unroll 4
+BONSAI_UNROLL(4)
     for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_si512(w + (static_cast<size_t>(q) * NV + v) * 64);
-#pragma GCC unroll 16
+BONSAI_UNROLL(16)
     for (int m = 0; m < MR; ++m) {
       int32_t four;
       std::memcpy(&four, x + static_cast<size_t>(m) * c_in + 4 * q, 4);
       const __m512i u = _mm512_xor_si512(_mm512_set1_epi32(four), sign);
-#pragma GCC unroll 4
+BONSAI_UNROLL(4)
       for (int v = 0; v < NV; ++v) acc[m][v] = dot4(acc[m][v], u, wv[v]);
     }
   }
-#pragma GCC unroll 4
+BONSAI_UNROLL(4)
   for (int v = 0; v < NV; ++v) {
     const int c = b.first_channel + 16 * v, left = pw.c_out - c;
     const auto lanes = static_cast<__mmask16>(left >= 16 ? 0xFFFF : (1u << left) - 1);
     const __m512i offset = _mm512_loadu_si512(pw.offsets.data() + c);
-#pragma GCC unroll 16
+BONSAI_UNROLL(16)
     for (int m = 0; m < MR; ++m) {
       const __m512i q = Group::code(_mm512_add_epi32(acc[m][v], offset), c, lanes, k);
       int8_t* out = y + static_cast<size_t>(m) * pw.c_out + c;
@@ -830,7 +841,7 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni"))) void de
   for (int c = 0; c < c_in; c += 16) {
     const auto lanes = static_cast<__mmask16>(c_in - c >= 16 ? 0xFFFF : (1u << (c_in - c)) - 1);
     __m512i w[K * K];
-#pragma GCC unroll 25
+BONSAI_UNROLL(25)
     for (int t = 0; t < K * K; ++t) {
       const int ky = t / K;
       w[t] = ky >= row.rows.lo && ky < row.rows.hi
@@ -848,20 +859,20 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni"))) void de
       constexpr int B = decltype(outputs)::value;
       const int64_t first = static_cast<int64_t>(ox * stride - p.pad_left) * c_in + c;
       __m512i acc[B];
-#pragma GCC unroll 8
+BONSAI_UNROLL(8)
       for (int j = 0; j < B; ++j) acc[j] = _mm512_setzero_si512();
       if constexpr (kStride > 0) {
         // Input column `col` of the block (from its first output's first
         // tap) serves output j through tap kx wherever kx * kDilation +
         // j * kStride == col: each column is loaded once for all of them.
         constexpr int kColumns = (B - 1) * kStride + (K - 1) * kDilation + 1;
-#pragma GCC unroll 5
+BONSAI_UNROLL(5)
         for (int ky = 0; ky < K; ++ky) {
           const int8_t* at = rows[ky] + first;
-#pragma GCC unroll 32
+BONSAI_UNROLL(32)
           for (int col = 0; col < kColumns; ++col, at += c_in) {
             const __m512i v = input(at);
-#pragma GCC unroll 8
+BONSAI_UNROLL(8)
             for (int j = 0; j < B; ++j) {
               const int tap = col - j * kStride;
               if (tap >= 0 && tap % kDilation == 0 && tap / kDilation < K)
@@ -870,15 +881,15 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni"))) void de
           }
         }
       } else {
-#pragma GCC unroll 5
+BONSAI_UNROLL(5)
         for (int ky = 0; ky < K; ++ky)
-#pragma GCC unroll 5
+BONSAI_UNROLL(5)
           for (int kx = 0; kx < K; ++kx)
-#pragma GCC unroll 8
+BONSAI_UNROLL(8)
             for (int j = 0; j < B; ++j)
               acc[j] = dot2(acc[j], input(rows[ky] + first + int64_t{kx} * dilation * c_in + j * step), w[ky * K + kx]);
       }
-#pragma GCC unroll 8
+BONSAI_UNROLL(8)
       for (int j = 0; j < B; ++j) finish(acc[j], ox + j);
     };
     auto border = [&](int ox) __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni"), always_inline)) {
@@ -887,17 +898,17 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni"))) void de
       const Span cols = row.column_taps[row.column_case[ox]];
       const int first_col = ox * stride - p.pad_left;
       __m512i acc[K];
-#pragma GCC unroll 5
+BONSAI_UNROLL(5)
       for (int ky = 0; ky < K; ++ky) acc[ky] = _mm512_setzero_si512();
-#pragma GCC unroll 5
+BONSAI_UNROLL(5)
       for (int kx = 0; kx < K; ++kx) {
         const bool inside = kx >= cols.lo && kx < cols.hi;
         const int64_t at = static_cast<int64_t>(std::clamp(first_col + kx * dilation, 0, p.w - 1)) * c_in + c;
-#pragma GCC unroll 5
+BONSAI_UNROLL(5)
         for (int ky = 0; ky < K; ++ky)
           acc[ky] = dot2(acc[ky], input(rows[ky] + at), inside ? w[ky * K + kx] : _mm512_setzero_si512());
       }
-#pragma GCC unroll 5
+BONSAI_UNROLL(5)
       for (int ky = 1; ky < K; ++ky) acc[0] = _mm512_add_epi32(acc[0], acc[ky]);
       finish(acc[0], ox);
     };
