@@ -608,9 +608,7 @@ struct FixedPointGroup {
 // where use_avx512().
 template <class Group>
 __attribute__((target("avx512f,avx512bw,avx512dq"))) void requantize_row_avx512(
-    const int32_t* acc, const int32_t* offsets, const int* col_of, int ow, int64_t count, const ChannelRescale& r,
-    const float* scale, const OutputClamp& o, int8_t* y) {
-  const Row16 k = row16(r, scale, o);
+    const int32_t* acc, const int32_t* offsets, const int* col_of, int ow, int64_t count, const Row16& k, int8_t* y) {
   const int64_t full = count / 16 * 16;
   const auto tail = static_cast<__mmask16>((1u << (count - full)) - 1);
   for (int ox = 0; ox < ow; ++ox) {
@@ -620,6 +618,22 @@ __attribute__((target("avx512f,avx512bw,avx512dq"))) void requantize_row_avx512(
     for (int64_t c = 0; c < full; c += 16) requantize16<Group>(a, off, c, 0xFFFF, k, out);
     if (tail) requantize16<Group>(a, off, full, tail, k, out);
   }
+}
+
+// Whether a ChannelRescale has an AVX-512 group: always for float32
+// scales, for the fixed point where screenable.
+bool has_avx512_group(const ChannelRescale& r) { return !r.scale.empty() || r.screenable; }
+
+// Calls f(Group{}, k) with r's group and the row constants it reads (the
+// float32 scales, or the multipliers' float32 values). Only where
+// has_avx512_group(r) and use_avx512().
+template <class F>
+__attribute__((target("avx512f,avx512bw"))) void with_avx512_group(const ChannelRescale& r, const OutputClamp& o,
+                                                                    F&& f) {
+  if (!r.scale.empty())
+    f(Float32Group{}, row16(r, r.scale.data(), o));
+  else
+    f(FixedPointGroup{}, row16(r, r.approx.data(), o));
 }
 
 // ---- pointwise convolution, requantized in registers (AVX-512 VNNI) -------------
@@ -756,9 +770,7 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vnni"))) void pointwise_b
 }
 
 template <class Group>
-__attribute__((target("avx512f,avx512bw,avx512dq,avx512vnni"))) void pointwise_run(const Pointwise& pw, const int8_t* x, int64_t pixels, const ChannelRescale& r, const float* scale,
-                   const OutputClamp& o, int8_t* y) {
-  const Row16 k = row16(r, scale, o);
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vnni"))) void pointwise_run(const Pointwise& pw, const int8_t* x, int64_t pixels, const Row16& k, int8_t* y) {
   const int64_t chunks = (pixels + kPointwiseChunk - 1) / kPointwiseChunk;
 #pragma omp parallel for if (pixels * pw.c_out > 65536)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
@@ -924,9 +936,7 @@ BONSAI_UNROLL(5)
 template <class Group>
 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni"))) void depthwise_run(
     const ConvParams& p, const Depthwise& dw, const BorderCases& rows, const BorderCases& cols,
-    const std::vector<int32_t>& offsets, const ChannelRescale& r, const float* scale, const OutputClamp& o,
-    const int8_t* x, int8_t* y) {
-  const Row16 k = row16(r, scale, o);
+    const std::vector<int32_t>& offsets, const Row16& k, const int8_t* x, int8_t* y) {
   const int64_t col_cases = static_cast<int64_t>(cols.taps.size());
 #pragma omp parallel for collapse(2) if (int64_t{p.n} * p.oh * p.ow * p.c_in > 65536)
   for (int n = 0; n < p.n; ++n)
@@ -1091,10 +1101,11 @@ Conv2dKernel::Conv2dKernel(const ConvParams& p, const int8_t* weights, const int
   const bool pointwise_shape = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.groups == 1 &&
                                p.pad_top == 0 && p.pad_left == 0 && p.oh == p.h && p.ow == p.w && p.c_in % 4 == 0 &&
                                p.c_in < kPointwiseMaxCin && im.offsets.size() == static_cast<size_t>(co_n);
-  if (pointwise_shape && cpu_has_avx512_vnni() && (!im.rescale.scale.empty() || im.rescale.screenable))
-    im.pointwise = std::make_unique<Pointwise>(weights, im.offsets.data(), p.c_in, p.c_out);
   const bool depthwise_shape = p.groups == p.c_in && p.c_out == p.c_in && p.kh == p.kw && (p.kh == 3 || p.kh == 5);
-  if (depthwise_shape && cpu_has_avx512_vnni() && (!im.rescale.scale.empty() || im.rescale.screenable))
+  const bool in_registers = cpu_has_avx512_vnni() && has_avx512_group(im.rescale);
+  if (pointwise_shape && in_registers)
+    im.pointwise = std::make_unique<Pointwise>(weights, im.offsets.data(), p.c_in, p.c_out);
+  if (depthwise_shape && in_registers)
     im.depthwise = std::make_unique<Depthwise>(weights, p.kh, p.c_in);
   // |x| <= 128: below this bound no Σ x*w reaches 2^24.
   im.scan = im.use_onednn && 128 * *std::max_element(abs_sum.begin(), abs_sum.end()) > (int64_t{1} << 24);
@@ -1125,20 +1136,15 @@ void Conv2dKernel::run(const int8_t* x, int8_t* y, void* scratch) {
   const ConvParams& p = p_;
   Impl& im = *impl_;
   if (im.pointwise && use_avx512()) {
-    const int64_t pixels = int64_t{p.n} * p.h * p.w;
-    if (!im.rescale.scale.empty())
-      pointwise_run<Float32Group>(*im.pointwise, x, pixels, im.rescale, im.rescale.scale.data(), im.clamp, y);
-    else
-      pointwise_run<FixedPointGroup>(*im.pointwise, x, pixels, im.rescale, im.rescale.approx.data(), im.clamp, y);
+    with_avx512_group(im.rescale, im.clamp, [&](auto group, const Row16& k) {
+      pointwise_run<decltype(group)>(*im.pointwise, x, int64_t{p.n} * p.h * p.w, k, y);
+    });
     return;
   }
   if (im.depthwise && use_avx512()) {
-    if (!im.rescale.scale.empty())
-      depthwise_run<Float32Group>(p, *im.depthwise, im.rows, im.cols, im.offsets, im.rescale, im.rescale.scale.data(),
-                                  im.clamp, x, y);
-    else
-      depthwise_run<FixedPointGroup>(p, *im.depthwise, im.rows, im.cols, im.offsets, im.rescale,
-                                     im.rescale.approx.data(), im.clamp, x, y);
+    with_avx512_group(im.rescale, im.clamp, [&](auto group, const Row16& k) {
+      depthwise_run<decltype(group)>(p, *im.depthwise, im.rows, im.cols, im.offsets, k, x, y);
+    });
     return;
   }
   auto* acc = static_cast<int32_t*>(scratch);
@@ -1163,12 +1169,10 @@ void Conv2dKernel::run(const int8_t* x, int8_t* y, void* scratch) {
     for (int oy = 0; oy < p.oh; ++oy) {
       const int64_t row = (int64_t{n} * p.oh + oy) * p.ow * co_n;
       const int32_t* row_offsets = im.offsets.data() + im.rows.of[oy] * col_cases * co_n;
-      if (!im.rescale.scale.empty() && use_avx512()) {
-        requantize_row_avx512<Float32Group>(acc + row, row_offsets, im.cols.of.data(), p.ow, co_n, im.rescale,
-                                            im.rescale.scale.data(), im.clamp, y + row);
-      } else if (im.rescale.scale.empty() && im.rescale.screenable && use_avx512()) {
-        requantize_row_avx512<FixedPointGroup>(acc + row, row_offsets, im.cols.of.data(), p.ow, co_n, im.rescale,
-                                               im.rescale.approx.data(), im.clamp, y + row);
+      if (has_avx512_group(im.rescale) && use_avx512()) {
+        with_avx512_group(im.rescale, im.clamp, [&](auto group, const Row16& k) {
+          requantize_row_avx512<decltype(group)>(acc + row, row_offsets, im.cols.of.data(), p.ow, co_n, k, y + row);
+        });
       } else {
         for (int ox = 0; ox < p.ow; ++ox) {
           const int32_t* offset = row_offsets + im.cols.of[ox] * co_n;
